@@ -1,0 +1,31 @@
+# Two commands to a working search: `make setup` then `make demo`. Tests: `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Linux users without a GPU: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` keeps torch small.
+TORCH_INDEX ?=
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup setup-clip demo test lint
+
+setup:  ## venv + CPU torch + the package + the bundled photos
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -e ".[test,notebooks]"
+	$(BIN)/t2i data
+
+demo:  ## index the bundled photos and run a few searches
+	$(BIN)/t2i index bundled
+	$(BIN)/t2i search "a red kangaroo" -k 5
+	$(BIN)/t2i search "a fire truck" -k 5
+	$(BIN)/t2i info
+
+test:  ## the whole test suite, offline (CLIP-path tests too when .venv-clip exists)
+	$(BIN)/python -m pytest
+	@if [ -x .venv-clip/bin/python ]; then .venv-clip/bin/python -m pytest tests/test_clip.py; \
+	else echo "open_clip tests skipped: run 'make setup-clip' to add them"; fi
+
+lint:
+	$(BIN)/ruff check t2i_helpers tests
+	$(BIN)/ruff format --check t2i_helpers tests

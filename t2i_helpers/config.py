@@ -1,0 +1,92 @@
+"""The project's one configuration object (taught in notebook 01).
+
+Nothing happens at import: a `Config` is built from arguments, or from environment variables with
+`Config.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_ENCODER = "conse-effnet-minilm"
+DEFAULT_COLLECTION = "t2i_images"
+
+
+def default_data_dir() -> Path:
+    """The folder for fetched photos and the embedded Milvus file.
+
+    `T2I_DATA_DIR` wins; otherwise the checkout's `data/` folder (editable install), else `~/.cache/t2i`.
+    """
+    if os.environ.get("T2I_DATA_DIR"):
+        return Path(os.environ["T2I_DATA_DIR"]).expanduser()
+    checkout = Path(__file__).resolve().parents[1] / "data"
+    if (checkout.parent / "pyproject.toml").exists():
+        return checkout
+    return Path.home() / ".cache" / "t2i"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the index lives and how it is built and searched.
+
+    Args:
+        uri: a milvus-lite file path (embedded, the default) or `http(s)://host:port` of a Milvus server.
+        token: Milvus token (`user:password` or an API key) for a server; empty for milvus-lite.
+        collection: Milvus collection name.
+        encoder: encoder name for `t2i_helpers.encoders.load_encoder`.
+        batch_size: images per model forward pass and per Milvus insert during ingest.
+        decode_workers: threads that decode images while the model runs.
+        top_k: results per query.
+        index_type: Milvus index type; FLAT is exact (see notebook 03 for the ANN study).
+        metric: similarity metric; COSINE (equal to IP on the normalized vectors stored here).
+        index_params: extra index build parameters (e.g. `{"M": 16, "efConstruction": 200}` for HNSW).
+        data_dir: folder for fetched data sets and the default milvus-lite file.
+
+    Example:
+        >>> Config(uri="http://localhost:19530").collection
+        't2i_images'
+    """
+
+    uri: str = ""
+    token: str = ""
+    collection: str = DEFAULT_COLLECTION
+    encoder: str = DEFAULT_ENCODER
+    batch_size: int = 8
+    decode_workers: int = 2
+    top_k: int = 5
+    index_type: str = "FLAT"
+    metric: str = "COSINE"
+    index_params: dict = field(default_factory=dict, hash=False)
+    data_dir: Path = field(default_factory=default_data_dir)
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            object.__setattr__(self, "uri", str(Path(self.data_dir) / "t2i.db"))
+        if self.batch_size < 1 or self.decode_workers < 1 or self.top_k < 1:
+            raise ValueError("batch_size, decode_workers and top_k must be at least 1")
+
+    @property
+    def is_lite(self) -> bool:
+        """True when `uri` names an embedded milvus-lite file rather than a server."""
+        return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        """Build from `T2I_MILVUS_URI`, `T2I_MILVUS_TOKEN`, `T2I_COLLECTION`, `T2I_ENCODER`, then overrides.
+
+        Overrides that are None are ignored, so CLI options can be passed straight through.
+        """
+        env = {
+            "uri": os.environ.get("T2I_MILVUS_URI"),
+            "token": os.environ.get("T2I_MILVUS_TOKEN"),
+            "collection": os.environ.get("T2I_COLLECTION"),
+            "encoder": os.environ.get("T2I_ENCODER"),
+        }
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**{k: v for k, v in env.items() if v is not None}, **given})
+
+    def with_(self, **changes: object) -> Config:
+        """A copy with some fields changed."""
+        return replace(self, **changes)

@@ -1,0 +1,76 @@
+"""`SearchEngine`: an encoder, a Milvus store and the Towhee pipelines held together (notebooks 01, 04).
+
+The notebooks, the CLI, the app and the API all use this one object.
+
+Example:
+    >>> engine = SearchEngine.open()                      # default encoder, data/t2i.db
+    >>> engine.index("data/tuxpaint/stamps.csv").summary()
+    'added 785, unchanged 0, skipped 0'
+    >>> [h.caption for h in engine.search("a red kangaroo", top_k=2)]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .datasets import load_source
+from .encoders import Encoder, ImageLike, load_encoder
+from .operators import IngestReport, read_image
+from .pipelines import clean_query, ingest, search_pipeline
+from .store import Hit, ImageStore
+
+
+class SearchEngine:
+    """Text-to-image (and image-to-image) search over one Milvus collection."""
+
+    def __init__(self, config: Config, encoder: Encoder, store: ImageStore) -> None:
+        self.config, self.encoder, self.store = config, encoder, store
+        self._search = search_pipeline(encoder, store)
+
+    @classmethod
+    def open(cls, config: Config | None = None, encoder: Encoder | None = None, reset: bool = False) -> SearchEngine:
+        """Load the encoder named in `config` (unless given) and open its collection.
+
+        Args:
+            config: where the index lives; `Config.from_env()` if None.
+            encoder: an already loaded encoder; by default `load_encoder(config.encoder)`.
+            reset: drop the collection first (its rows are lost).
+        """
+        config = config or Config.from_env()
+        encoder = encoder or load_encoder(config.encoder)
+        if encoder.name != config.encoder:
+            config = config.with_(encoder=encoder.name)
+        return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
+
+    def index(self, source: str | Path | pd.DataFrame, progress: bool = True) -> IngestReport:
+        """Index a folder of images, a dataset CSV or a DataFrame; returns added/unchanged/skipped."""
+        rows = source if isinstance(source, pd.DataFrame) else load_source(source)
+        return ingest(rows, self.encoder, self.store, self.config.batch_size, self.config.decode_workers, progress)
+
+    def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
+        """The images that best match `text`, best first (through the Towhee search pipeline)."""
+        return self._search(clean_query(text), top_k or self.config.top_k, category or "").get()[0]
+
+    def search_image(
+        self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
+    ) -> list[Hit]:
+        """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
+        if isinstance(image, (str, Path)):
+            image = read_image(image)[1]
+        return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
+
+    def search_vector(self, embedding: np.ndarray, top_k: int | None = None, category: str | None = None) -> list[Hit]:
+        """Nearest images to one embedding, e.g. query arithmetic like `dog - grass + snow`."""
+        return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None)[0]
+
+    def info(self) -> dict:
+        """Collection, URI, encoder, dim, index and count."""
+        return self.store.info()
+
+    def close(self) -> None:
+        """Release the store (and milvus-lite's file lock)."""
+        self.store.close()

@@ -1,0 +1,230 @@
+"""The Milvus store: one collection of image rows, on milvus-lite or a Milvus server (notebooks 01, 04).
+
+The same code serves an embedded milvus-lite file (`data/t2i.db`) and a Milvus server, cluster or managed
+Milvus (`http://host:19530` plus a token). The collection records which encoder made its vectors, and the
+store refuses to mix encoders. Existing data is never dropped unless `reset=True`.
+
+Example:
+    >>> store = ImageStore.open(Config(), encoder)          # creates or checks the collection
+    >>> store.search(encoder.encode_texts(["a red kangaroo"]), top_k=3)[0][0].caption
+    'A red kangaroo.'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from .config import Config
+from .encoders import Encoder
+
+SCHEMA_VERSION = 1
+META_KEY = "t2i.meta"
+MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
+_TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
+_OUTPUT_FIELDS = list(_TEXT_FIELDS)
+
+
+class Hit(NamedTuple):
+    """One search result."""
+
+    id: int
+    score: float
+    path: str
+    label: str
+    caption: str
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message says what to do instead."""
+
+
+class EncoderMismatchError(StoreError):
+    """The collection was built with another encoder or dimension."""
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def label_filter(category: str | None) -> str:
+    """A Milvus boolean expression selecting one category, or "" for all."""
+    if not category:
+        return ""
+    return "label == " + json.dumps(category)
+
+
+class ImageStore:
+    """A Milvus collection of images: id (content hash), path, label, caption and embedding.
+
+    Use `ImageStore.open(config, encoder)`; the constructor arguments are the same, spelled out.
+    """
+
+    def __init__(self, config: Config, encoder_name: str, dim: int, reset: bool = False) -> None:
+        self.config, self.collection = config, config.collection
+        self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
+        self.client = self._connect(config)
+        if reset and self.client.has_collection(self.collection):
+            self.client.drop_collection(self.collection)
+        if self.client.has_collection(self.collection):
+            self._check_meta()
+            self.client.load_collection(self.collection)  # a reopened collection starts released
+        else:
+            self._create()
+
+    @classmethod
+    def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
+        """Open (or create) the collection for `encoder`; refuse one built with another encoder."""
+        return cls(config, encoder.name, encoder.dim, reset=reset)
+
+    @staticmethod
+    def _connect(config: Config) -> MilvusClient:
+        if config.is_lite:
+            Path(config.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return MilvusClient(uri=config.uri, token=config.token)
+        except MilvusException as err:
+            if config.is_lite:
+                raise StoreError(
+                    f"cannot open the milvus-lite file {config.uri}: another process probably has it open "
+                    "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
+                    "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
+                ) from err
+            raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
+
+    def _check_meta(self) -> None:
+        raw = self.client.describe_collection(self.collection).get("properties", {}).get(META_KEY)
+        if raw is None:
+            raise StoreError(
+                f"collection {self.collection!r} at {self.config.uri} was not made by t2i; "
+                "choose another --collection name"
+            )
+        found = json.loads(raw)
+        if found.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"collection {self.collection!r} has schema version {found.get('schema_version')}, this t2i "
+                f"writes {SCHEMA_VERSION}: re-index it with `t2i index ... --reset`"
+            )
+        if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
+            raise EncoderMismatchError(
+                f"collection {self.collection!r} holds {found['dim']}-d vectors from encoder "
+                f"{found['encoder']!r}, but encoder {self.meta['encoder']!r} makes {self.meta['dim']}-d vectors. "
+                f"Search it with --encoder {found['encoder']}, or index into another --collection, "
+                f"or rebuild it with `t2i index ... --reset` (drops its rows)."
+            )
+
+    def _create(self) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        for name, max_length in _TEXT_FIELDS.items():
+            schema.add_field(name, DataType.VARCHAR, max_length=max_length)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
+        index = self.client.prepare_index_params()
+        index.add_index(
+            "embedding",
+            index_type=self.config.index_type,
+            metric_type=self.config.metric,
+            params=dict(self.config.index_params),
+        )
+        self.client.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",  # a search sees every insert before it
+            properties={META_KEY: json.dumps(self.meta)},
+        )
+
+    def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
+        """Insert (or overwrite) rows with keys id, path, label, caption; returns how many."""
+        if len(rows) != len(embeddings):
+            raise ValueError(f"{len(rows)} rows but {len(embeddings)} embeddings")
+        if len(rows) == 0:
+            return 0
+        data = [
+            {
+                "id": int(row["id"]),
+                **{k: clip_text(str(row.get(k) or ""), n) for k, n in _TEXT_FIELDS.items()},
+                "embedding": vector.tolist(),
+            }
+            for row, vector in zip(rows, np.asarray(embeddings, np.float32))
+        ]
+        return int(self.client.upsert(self.collection, data)["upsert_count"])
+
+    def flush(self) -> None:
+        """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
+        self.client.flush(self.collection)
+
+    def existing_ids(self, ids: Iterable[int]) -> set[int]:
+        """Which of `ids` are already stored."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return set()
+        rows = self.client.query(self.collection, filter=f"id in {ids}", output_fields=["id"])
+        return {int(r["id"]) for r in rows}
+
+    def get(self, ids: Iterable[int]) -> list[dict]:
+        """The stored rows (without vectors) for `ids`; missing ids are left out."""
+        ids = [int(i) for i in ids]
+        return list(self.client.get(self.collection, ids=ids, output_fields=["id", *_OUTPUT_FIELDS])) if ids else []
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Delete rows by id (missing ids are ignored)."""
+        ids = [int(i) for i in ids]
+        if ids:
+            self.client.delete(self.collection, ids=ids)
+
+    def count(self) -> int:
+        """Number of rows, exact (Strong consistency)."""
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def categories(self) -> list[str]:
+        """The distinct non-empty labels, sorted."""
+        labels: set[str] = set()
+        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter="", output_fields=["label"])
+        while batch := iterator.next():
+            labels.update(r["label"] for r in batch)
+        iterator.close()
+        return sorted(label for label in labels if label)
+
+    def search(self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None) -> list[list[Hit]]:
+        """The `top_k` most similar images for each query embedding, best first, optionally in one category."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        queries = np.atleast_2d(np.asarray(embeddings, np.float32))
+        if queries.shape[1] != self.meta["dim"]:
+            raise ValueError(f"query vectors have dim {queries.shape[1]}, the collection {self.meta['dim']}")
+        results = self.client.search(
+            self.collection,
+            data=queries.tolist(),
+            limit=top_k,
+            filter=label_filter(category),
+            output_fields=_OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
+            search_params={"metric_type": self.config.metric},
+        )
+        return [
+            [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in _OUTPUT_FIELDS}) for h in hits]
+            for hits in results
+        ]
+
+    def info(self) -> dict:
+        """Collection name, URI, encoder, dim, schema version, index type, metric and row count."""
+        return {
+            "collection": self.collection,
+            "uri": self.config.uri,
+            **self.meta,
+            "index_type": self.config.index_type,
+            "metric": self.config.metric,
+            "count": self.count(),
+        }
+
+    def close(self) -> None:
+        """Release the connection (and milvus-lite's file lock)."""
+        self.client.close()

@@ -1,0 +1,113 @@
+"""The Milvus store on a real milvus-lite file: schema checks, exact results, counts, locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from t2i_helpers.config import Config
+from t2i_helpers.store import EncoderMismatchError, ImageStore, StoreError
+
+
+def _rows(n: int, label: str = "x") -> list[dict]:
+    return [{"id": i + 1, "path": f"/img/{i}.png", "label": label, "caption": f"image {i}"} for i in range(n)]
+
+
+def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_insert_count_get_delete(tmp_path):
+    store = ImageStore(Config(uri=str(tmp_path / "s.db")), "enc-a", 8)
+    assert store.insert(_rows(10), _vectors(10, 8)) == 10
+    store.flush()
+    assert store.count() == 10
+    assert store.insert(_rows(10), _vectors(10, 8, seed=1)) == 10  # same ids: overwritten, not duplicated
+    assert store.count() == 10
+    assert store.existing_ids([1, 5, 99]) == {1, 5}
+    assert store.get([3])[0]["caption"] == "image 2"
+    store.delete([1, 2])
+    assert store.count() == 8
+    store.close()
+
+
+def test_long_and_unicode_text_fields_are_kept_within_limits(tmp_path):
+    store = ImageStore(Config(uri=str(tmp_path / "s.db")), "enc-a", 4)
+    row = {"id": 7, "path": "/p/ü.png", "label": "🦘" * 300, "caption": "é" * 5000}
+    store.insert([row], _vectors(1, 4))
+    stored = store.get([7])[0]
+    assert stored["caption"] == "é" * 1024  # 2,048 bytes of two-byte characters
+    assert len(stored["label"].encode()) <= 512
+    store.close()
+
+
+def test_reopen_checks_encoder_and_dim(tmp_path):
+    config = Config(uri=str(tmp_path / "s.db"))
+    store = ImageStore(config, "enc-a", 8)
+    store.insert(_rows(3), _vectors(3, 8))
+    store.close()
+    reopened = ImageStore(config, "enc-a", 8)  # released collection is loaded again on open
+    assert reopened.count() == 3
+    reopened.close()
+    with pytest.raises(EncoderMismatchError, match="--encoder enc-a.*--reset"):
+        ImageStore(config, "enc-b", 8)
+    with pytest.raises(EncoderMismatchError, match="8-d vectors"):
+        ImageStore(config, "enc-a", 16)
+    rebuilt = ImageStore(config, "enc-b", 16, reset=True)
+    assert rebuilt.count() == 0
+    rebuilt.close()
+
+
+def test_foreign_collection_is_refused(tmp_path):
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(str(tmp_path / "s.db"))
+    client.create_collection("t2i_images", dimension=4)
+    client.close()
+    with pytest.raises(StoreError, match="not made by t2i"):
+        ImageStore(Config(uri=str(tmp_path / "s.db")), "enc-a", 4)
+
+
+def test_search_matches_exact_numpy_search(engine, encoder, bundled):
+    """FLAT (the default) must return exactly the brute-force top-k on the bundled set."""
+    rows = engine.store.client.query(
+        engine.store.collection, filter="", output_fields=["id", "embedding"], limit=10_000
+    )
+    ids = np.array([r["id"] for r in rows])
+    matrix = np.array([r["embedding"] for r in rows], np.float32)
+    queries = encoder.encode_texts(list(bundled.caption.sample(25, random_state=1)))
+    hits = engine.store.search(queries, top_k=10)
+    for q, found in zip(queries, hits):
+        scores = matrix @ q
+        expected = scores[np.argsort(-scores)[:10]]
+        np.testing.assert_allclose([h.score for h in found], expected, atol=1e-4)
+        assert set(h.id for h in found) <= set(ids[scores >= expected[-1] - 1e-4])
+
+
+def test_category_filter_and_top_k_bounds(engine, encoder):
+    query = encoder.encode_texts(["a bus"])
+    hits = engine.store.search(query, top_k=20, category="vehicles")[0]
+    assert len(hits) == 20 and {h.label for h in hits} == {"vehicles"}
+    assert engine.store.search(query, top_k=5, category="no-such-category")[0] == []
+    for bad in (0, 100_000):
+        with pytest.raises(ValueError, match="top_k"):
+            engine.store.search(query, top_k=bad)
+    assert "vehicles" in engine.store.categories()
+
+
+def test_second_process_gets_a_clear_error(tmp_path):
+    config = Config(uri=str(tmp_path / "locked.db"))
+    store = ImageStore(config, "enc-a", 4)
+    code = (
+        "from t2i_helpers.store import ImageStore, StoreError; from t2i_helpers.config import Config\n"
+        f"try:\n    ImageStore(Config(uri={config.uri!r}), 'enc-a', 4)\n"
+        "except StoreError as err:\n    print('REFUSED', err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "REFUSED" in done.stdout and "another process" in done.stdout
+    assert store.count() == 0  # the first process still works
+    store.close()
