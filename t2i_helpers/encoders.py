@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Iterator, Sequence
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ from PIL import Image
 
 from .config import DEFAULT_ENCODER
 
-ImageLike = Union[Image.Image, np.ndarray]
+ImageLike = Image.Image | np.ndarray
 
 # name -> (module, factory, keyword arguments). Modules are imported only when an encoder is loaded.
 _BUILTIN: dict[str, tuple[str, str, dict]] = {
