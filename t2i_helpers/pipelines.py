@@ -13,12 +13,10 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-from towhee import ops, pipe
 from tqdm.auto import tqdm
 
-from . import operators  # noqa: F401  (registers the t2i operators with Towhee)
 from .encoders import Encoder
-from .operators import IngestReport, Shared
+from .operators import IngestReport, Shared, ops, pipe  # importing operators registers them with Towhee
 from .store import ImageStore
 
 MAX_QUERY_CHARS = 2000
@@ -39,7 +37,7 @@ def ingest_pipeline(encoder: Encoder, store: ImageStore, report: IngestReport, b
         .map("batch", "items", ops.t2i.image_decode(report=report, workers=workers))
         .map("items", "items", ops.t2i.drop_existing(store=store, report=report))
         .map("items", "embeddings", ops.t2i.image_embedding(encoder=encoder))
-        .map(("items", "embeddings"), "inserted", ops.t2i.milvus_insert(store=store, report=report))
+        .map(("items", "embeddings", "batch"), "inserted", ops.t2i.milvus_insert(store=store, report=report))
         .output("inserted")
     )
 

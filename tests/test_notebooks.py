@@ -1,0 +1,23 @@
+"""Every notebook runs top to bottom, headless and offline, against a throwaway milvus-lite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_MILVUS_URI", str(tmp_path / "notebook.db"))
+    monkeypatch.setenv("T2I_NOTEBOOK_TEST", "1")  # notebooks may shrink optional heavy steps under test
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(path, as_version=4)
+    with_outputs = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and cell.outputs]
+    assert not with_outputs, f"{path.name} is committed with outputs in cells {with_outputs}: clear them"
+    run_in = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources=run_in).execute()
