@@ -15,6 +15,12 @@ setup:  ## venv + CPU torch + the package + the bundled photos
 	$(BIN)/pip install -e ".[test,notebooks]"
 	$(BIN)/t2i data
 
+setup-clip:  ## a second venv with torch + torchvision for the open_clip path (its tests run there)
+	$(PYTHON) -m venv .venv-clip
+	.venv-clip/bin/pip install -q -U pip
+	.venv-clip/bin/pip install torch==2.14.1 torchvision==0.29.1
+	.venv-clip/bin/pip install -e ".[clip,test]"
+
 demo:  ## index the bundled photos and run a few searches
 	$(BIN)/t2i index bundled
 	$(BIN)/t2i search "a red kangaroo" -k 5

@@ -19,6 +19,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from urllib.error import URLError
 from urllib.parse import urlsplit
 from urllib.request import getproxies
@@ -88,8 +89,7 @@ class OpenCLIPEncoder(_TorchEncoder):
     """
 
     def __init__(self, spec: str, batch_size: int = 32, device: str | None = None) -> None:
-        import open_clip
-
+        open_clip = _import_open_clip()
         if spec.startswith(("hf-hub:", "local-dir:")):
             model_name, pretrained = spec, None
         else:
@@ -99,7 +99,8 @@ class OpenCLIPEncoder(_TorchEncoder):
         with contextlib.nullcontext() if local else _hub_or_cache():
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
             tokenizer = open_clip.get_tokenizer(model_name)
-        self._setup(f"openclip:{spec}", model, preprocess, tokenizer, batch_size, device)
+        self.preprocess, self.tokenizer = preprocess, tokenizer
+        self._prepare(f"openclip:{spec}", model, batch_size, device)
 
     @classmethod
     def from_parts(
@@ -111,22 +112,11 @@ class OpenCLIPEncoder(_TorchEncoder):
         batch_size: int = 32,
         device: str | None = None,
     ) -> OpenCLIPEncoder:
-        """Wrap an open_clip model, its eval transform and tokenizer that were built elsewhere."""
+        """Wrap an open_clip model, its eval transform and its tokenizer that were built elsewhere."""
         encoder = cls.__new__(cls)
-        encoder._setup(name, model, preprocess, tokenizer, batch_size, device)
+        encoder.preprocess, encoder.tokenizer = preprocess, tokenizer
+        encoder._prepare(name, model, batch_size, device)
         return encoder
-
-    def _setup(
-        self,
-        name: str,
-        model: torch.nn.Module,
-        preprocess: Callable,
-        tokenizer: Callable,
-        batch_size: int,
-        device: str | None,
-    ) -> None:
-        self.preprocess, self.tokenizer = preprocess, tokenizer
-        self._prepare(name, model, batch_size, device)
 
     def _embed_images(self, images: list[Image.Image]) -> torch.Tensor:
         return self.model.encode_image(torch.stack([self.preprocess(image) for image in images]).to(self.device))
@@ -179,26 +169,32 @@ def tiny_openclip(batch_size: int = 32, seed: int = 0) -> OpenCLIPEncoder:
         >>> tiny_openclip().dim
         32
     """
-    import open_clip
-
+    open_clip = _import_open_clip()
     _register_tiny_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(TINY_OPENCLIP, pretrained=None)
-    return OpenCLIPEncoder.from_parts(
-        TINY_OPENCLIP, model, preprocess, open_clip.get_tokenizer(TINY_OPENCLIP), batch_size
-    )
+    tokenizer = open_clip.get_tokenizer(TINY_OPENCLIP)
+    return OpenCLIPEncoder.from_parts(TINY_OPENCLIP, model, preprocess, tokenizer, batch_size)
 
 
 @functools.cache
 def _register_tiny_config() -> tempfile.TemporaryDirectory:
-    import open_clip
-
     folder = tempfile.TemporaryDirectory(prefix="t2i-openclip-")  # kept (cached) for the life of the process
     path = Path(folder.name) / f"{TINY_OPENCLIP}.json"
     path.write_text(json.dumps(_TINY_CONFIG))
-    open_clip.add_model_config(path)
+    _import_open_clip().add_model_config(path)
     return folder
+
+
+def _import_open_clip() -> ModuleType:
+    try:
+        import open_clip
+    except ImportError as error:
+        raise ImportError(
+            "open_clip is not installed: `pip install -e '.[clip]'` (it needs torchvision), or `make setup-clip`"
+        ) from error
+    return open_clip
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
