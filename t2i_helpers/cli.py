@@ -2,7 +2,7 @@
 
 Example:
     $ t2i data                                # fetch the bundled photo set
-    $ t2i index data/tuxpaint/stamps.csv      # ... added 784, unchanged 0, skipped 1
+    $ t2i index data/tuxpaint/stamps.csv      # ... added 784, unchanged 0, updated 0, removed 0, skipped 1
     $ t2i search "a red kangaroo" -k 3
 """
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="index a folder of images or a dataset CSV (id,path,label,caption)")
     index.add_argument("source", help="folder or .csv; 'bundled' for the bundled photo set")
     index.add_argument("--reset", action="store_true", help="drop the collection first (its rows are lost)")
+    index.add_argument("--sync", action="store_true", help="also remove rows of files deleted from SOURCE")
     index.add_argument("--batch-size", type=int, default=8, help="images per forward pass and insert")
     _store_options(index)
 
@@ -68,13 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
             engine = _engine(args, batch_size=args.batch_size)
-            report = engine.index(source)
+            report = engine.index(source, sync=args.sync)
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
             print(report.summary())
         elif args.command == "search":
             engine = _engine(args)
-            for rank, hit in enumerate(engine.search(args.query, args.top_k, args.category), start=1):
+            query = engine.prepare_query(args.query)
+            if query.notice:
+                print(f"t2i: note: {query.notice}", file=sys.stderr)
+            for rank, hit in enumerate(engine.search(query.text, args.top_k, args.category), start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:
             engine = _engine(args)

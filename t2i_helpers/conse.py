@@ -154,6 +154,12 @@ class ConSEEncoder:
         """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
         return self.embed_probabilities(self.class_probabilities(images))
 
+    def truncate_text(self, text: str) -> str:
+        """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""
+        tokenizer, limit = self.text_model.tokenizer, self.text_model.max_seq_length - 2  # [CLS] and [SEP]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return text if len(offsets) <= limit else text[: offsets[limit - 1][1]]
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts with MiniLM as normalized float32 `[n, 384]`."""
         if len(texts) == 0:

@@ -5,7 +5,7 @@ The notebooks, the CLI, the app and the API all use this one object.
 Example:
     >>> engine = SearchEngine.open()                      # default encoder, data/t2i.db
     >>> engine.index("data/tuxpaint/stamps.csv").summary()
-    'added 785, unchanged 0, skipped 0'
+    'added 784, unchanged 0, updated 0, removed 0, skipped 1'
     >>> [h.caption for h in engine.search("a red kangaroo", top_k=2)]
 """
 
@@ -20,7 +20,7 @@ from .config import Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
 from .operators import IngestReport, read_image
-from .pipelines import clean_query, ingest, search_pipeline
+from .pipelines import Query, ingest, prepare_query, search_pipeline
 from .store import Hit, ImageStore
 
 
@@ -46,14 +46,37 @@ class SearchEngine:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
 
-    def index(self, source: str | Path | pd.DataFrame, progress: bool = True) -> IngestReport:
-        """Index a folder of images, a dataset CSV or a DataFrame; returns added/unchanged/skipped."""
-        rows = source if isinstance(source, pd.DataFrame) else load_source(source)
-        return ingest(rows, self.encoder, self.store, self.config.batch_size, self.config.decode_workers, progress)
+    def index(self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False) -> IngestReport:
+        """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.
+
+        Args:
+            sync: also remove rows of files that are gone from the folder (or from the CSV's folder).
+        """
+        if isinstance(source, pd.DataFrame):
+            if sync:
+                raise ValueError("sync needs a folder or CSV source, to know which stored rows belong to it")
+            rows, root = source, None
+        else:
+            rows = load_source(source)
+            root = Path(source).expanduser() if Path(source).is_dir() else Path(source).expanduser().parent
+        return ingest(
+            rows,
+            self.encoder,
+            self.store,
+            self.config.batch_size,
+            self.config.decode_workers,
+            progress,
+            sync_root=root if sync else None,
+        )
+
+    def prepare_query(self, text: str) -> Query:
+        """The cleaned query as the encoder will read it, with a notice if it was shortened."""
+        return prepare_query(text, self.encoder)
 
     def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """The images that best match `text`, best first (through the Towhee search pipeline)."""
-        return self._search(clean_query(text), top_k or self.config.top_k, category or "").get()[0]
+        query = self.prepare_query(text).text
+        return self._search(query, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None

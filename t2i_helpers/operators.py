@@ -55,7 +55,8 @@ class ImageError(ValueError):
 
 
 class Decoded(NamedTuple):
-    """A decoded image with its row (id = content hash, path, label, caption)."""
+    """A decoded image with its row (id = content hash, path, label, caption; `replaces`: the id of the
+    stored row for the same path when the file changed)."""
 
     row: dict
     image: np.ndarray
@@ -74,20 +75,26 @@ class IngestReport:
 
     added: int = 0
     unchanged: int = 0
+    updated: int = 0
+    removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     progress: object = None  # a tqdm bar, advanced per row seen
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, added: int = 0, unchanged: int = 0, skipped: list[Skipped] | None = None) -> None:
+    def add(self, added: int = 0, unchanged: int = 0, updated: int = 0, skipped: list[Skipped] | None = None) -> None:
         """Count rows, thread-safely."""
         with self._lock:
             self.added += added
             self.unchanged += unchanged
+            self.updated += updated
             self.skipped.extend(skipped or [])
 
     def summary(self) -> str:
-        """One line, e.g. `added 785, unchanged 0, skipped 3`."""
-        return f"added {self.added}, unchanged {self.unchanged}, skipped {len(self.skipped)}"
+        """One line, e.g. `added 784, unchanged 0, updated 0, removed 0, skipped 1`."""
+        return (
+            f"added {self.added}, unchanged {self.unchanged}, updated {self.updated}, "
+            f"removed {self.removed}, skipped {len(self.skipped)}"
+        )
 
 
 def content_id(data: bytes) -> int:
@@ -106,6 +113,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the size only
             width, height = header.size
+    except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
+        raise ImageError(f"{err} (decompression-bomb guard)") from err
     except (UnidentifiedImageError, OSError) as err:
         raise ImageError("not an image file or unsupported format") from err
     if width * height > max_pixels:
@@ -146,6 +155,8 @@ class ImageDecode:
             image_id, image = read_image(row["path"])
         except ImageError as err:
             return Skipped(str(row["path"]), str(err))
+        except Exception as err:  # a decoder bug on one odd file must not stop the whole ingest
+            return Skipped(str(row["path"]), f"could not decode ({type(err).__name__}: {err})")
         return Decoded({**row, "id": image_id}, image)
 
     def __call__(self, rows: list[dict]) -> list[Decoded]:
@@ -156,23 +167,27 @@ class ImageDecode:
 
 @register(name="t2i/drop-existing")
 class DropExisting:
-    """Batch op: keep only images not yet stored (and not seen earlier in this run)."""
+    """Batch op: keep only images not yet stored (nor seen earlier in this run); mark changed files.
+
+    A file whose path is stored under another content id has changed: its new row `replaces` the old one.
+    """
 
     def __init__(self, store: Shared[ImageStore], report: Shared[IngestReport]) -> None:
         self.store, self.report, self.seen = store.value, report.value, {}
 
     def __call__(self, items: list[Decoded]) -> list[Decoded]:
         stored = self.store.existing_ids(item.row["id"] for item in items)
+        by_path = self.store.ids_for_paths(item.row["path"] for item in items if item.row["id"] not in stored)
         fresh, unchanged, duplicates = [], 0, []
         for item in items:
-            image_id = item.row["id"]
+            image_id, path = item.row["id"], item.row["path"]
             if image_id in self.seen:
-                duplicates.append(Skipped(item.row["path"], f"same image as {self.seen[image_id]}"))
+                duplicates.append(Skipped(path, f"same image as {self.seen[image_id]}"))
             elif image_id in stored:
                 unchanged += 1
             else:
-                fresh.append(item)
-            self.seen.setdefault(image_id, item.row["path"])
+                fresh.append(Decoded({**item.row, "replaces": by_path.get(path)}, item.image))
+            self.seen.setdefault(image_id, path)
         self.report.add(unchanged=unchanged, skipped=duplicates)
         return fresh
 
@@ -210,7 +225,9 @@ class MilvusInsert:
 
     def __call__(self, items: list[Decoded], embeddings: np.ndarray, batch: list[dict]) -> int:
         inserted = self.store.insert([item.row for item in items], embeddings)
-        self.report.add(added=inserted)
+        replaced = [item.row["replaces"] for item in items if item.row.get("replaces") is not None]
+        self.store.delete(replaced)  # after the insert: a crash in between leaves a row too many, never too few
+        self.report.add(added=inserted - len(replaced), updated=len(replaced))
         if self.report.progress is not None:
             self.report.progress.update(len(batch))
         return inserted

@@ -10,7 +10,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -60,22 +63,58 @@ def ingest(
     batch_size: int = 8,
     workers: int = 2,
     progress: bool = True,
+    sync_root: str | Path | None = None,
 ) -> IngestReport:
     """Index a dataset (columns path, label, caption) through the ingest pipeline, then flush.
 
-    Re-running it adds nothing: images are keyed by content hash and stored ones are not embedded again.
+    Incremental and resumable: images are keyed by content hash, so stored ones are not embedded again, a
+    changed file replaces its old row, and a run killed part way is completed by running it again.
+
+    Args:
+        sync_root: if given, first remove stored rows under this folder whose path is not in `rows`
+            (files deleted since the last run).
 
     Returns:
-        The report: added, unchanged and skipped (with reasons).
+        The report: added, unchanged, updated, removed and skipped (with reasons).
     """
     records = rows[["path", "label", "caption"]].to_dict("records")
     report = IngestReport()
-    with tqdm(total=len(records), unit="img", desc="ingest", disable=not progress) as bar:
-        report.progress = bar
-        ingest_pipeline(encoder, store, report, batch_size, workers)(records).to_list()
-    report.progress = None
-    store.flush()
+    if sync_root is not None:
+        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
+    try:
+        with tqdm(total=len(records), unit="img", desc="ingest", disable=not progress) as bar:
+            report.progress = bar
+            ingest_pipeline(encoder, store, report, batch_size, workers)(records).to_list()
+    finally:
+        report.progress = None
+        store.flush()  # also after a failure: what was inserted is counted and searchable
     return report
+
+
+def remove_missing(store: ImageStore, present: set[str], root: str | Path) -> int:
+    """Delete stored rows under folder `root` whose path is not in `present`; returns how many."""
+    prefix = str(Path(root).expanduser().resolve()) + os.sep
+    stale = [i for i, path in store.paths().items() if path.startswith(prefix) and path not in present]
+    store.delete(stale)
+    return len(stale)
+
+
+class Query(NamedTuple):
+    """A query ready for the encoder, and a notice for the user if it had to be shortened."""
+
+    text: str
+    notice: str | None
+
+
+def prepare_query(text: str, encoder: Encoder) -> Query:
+    """Clean a query and cut it to what the encoder reads (encoders may offer `truncate_text`)."""
+    text = clean_query(text)
+    fitted = encoder.truncate_text(text) if hasattr(encoder, "truncate_text") else text
+    if fitted == text:
+        return Query(text, None)
+    return Query(
+        fitted, f"the query was cut to its first {len(fitted)} of {len(text)} characters: the model reads no more"
+    )
 
 
 def clean_query(text: str) -> str:

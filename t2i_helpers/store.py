@@ -27,6 +27,7 @@ from .encoders import Encoder
 SCHEMA_VERSION = 1
 META_KEY = "t2i.meta"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
+QUERY_WINDOW = 16384  # and on a query's `limit`
 _TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 _OUTPUT_FIELDS = list(_TEXT_FIELDS)
 
@@ -169,6 +170,32 @@ class ImageStore:
         rows = self.client.query(self.collection, filter=f"id in {ids}", output_fields=["id"])
         return {int(r["id"]) for r in rows}
 
+    def ids_for_paths(self, paths: Iterable[str]) -> dict[str, int]:
+        """The stored id of each of `paths` that is stored."""
+        paths = list(paths)
+        if not paths:
+            return {}
+        rows = self.client.query(self.collection, filter=f"path in {json.dumps(paths)}", output_fields=["id", "path"])
+        return {r["path"]: int(r["id"]) for r in rows}
+
+    def scan(self, fields: list[str], low: int = 0, high: int = (1 << 63) - 1) -> list[dict]:
+        """Every row with ids in [low, high] and the given fields, however many there are.
+
+        Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves.
+        (milvus-lite lacks the timestamp call that pymilvus's query_iterator needs.)
+        """
+        rows = self.client.query(
+            self.collection, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=QUERY_WINDOW
+        )
+        if len(rows) < QUERY_WINDOW or low == high:
+            return rows
+        middle = (low + high) // 2
+        return self.scan(fields, low, middle) + self.scan(fields, middle + 1, high)
+
+    def paths(self) -> dict[int, str]:
+        """Every stored id with its path."""
+        return {int(r["id"]): r["path"] for r in self.scan(["path"])}
+
     def get(self, ids: Iterable[int]) -> list[dict]:
         """The stored rows (without vectors) for `ids`; missing ids are left out."""
         ids = [int(i) for i in ids]
@@ -187,12 +214,7 @@ class ImageStore:
 
     def categories(self) -> list[str]:
         """The distinct non-empty labels, sorted."""
-        labels: set[str] = set()
-        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter="", output_fields=["label"])
-        while batch := iterator.next():
-            labels.update(r["label"] for r in batch)
-        iterator.close()
-        return sorted(label for label in labels if label)
+        return sorted({r["label"] for r in self.scan(["label"])} - {""})
 
     def search(self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None) -> list[list[Hit]]:
         """The `top_k` most similar images for each query embedding, best first, optionally in one category."""
