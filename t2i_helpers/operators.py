@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import threading
@@ -31,6 +32,7 @@ from .encoders import Encoder, to_rgb_array
 from .store import Hit, ImageStore
 
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are skipped, never decoded
+MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
 T = TypeVar("T")
 
 
@@ -79,7 +81,28 @@ class IngestReport:
     removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     progress: object = None  # a tqdm bar, advanced per row seen
+    max_in_flight: int = 8  # batches decoded but not yet inserted
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _room: threading.Semaphore = field(init=False, repr=False)
+    _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self._room = threading.Semaphore(self.max_in_flight)
+
+    def wait_for_room(self) -> bool:
+        """Block while `max_in_flight` batches are on their way; False once a stage has failed."""
+        while not self._room.acquire(timeout=0.1):
+            if self._stopped.is_set():
+                return False
+        return True
+
+    def batch_done(self) -> None:
+        """A batch has left the pipeline: the decoder may read another."""
+        self._room.release()
+
+    def stop(self) -> None:
+        """A stage failed: let a waiting decoder give up instead of hanging the run."""
+        self._stopped.set()
 
     def add(self, added: int = 0, unchanged: int = 0, updated: int = 0, skipped: list[Skipped] | None = None) -> None:
         """Count rows, thread-safely."""
@@ -132,27 +155,59 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return to_rgb_array(image)
 
 
-def read_image(path: str | Path) -> tuple[int, np.ndarray]:
-    """Read and decode one file: (content id, RGB uint8 image). Raises ImageError with the reason."""
+def _stop_on_error(call):
+    """Wrap an operator's `__call__` so that a failure stops the decoder (see `IngestReport.stop`)."""
+
+    @functools.wraps(call)
+    def run(self, *args):
+        try:
+            return call(self, *args)
+        except BaseException:
+            self.report.stop()
+            raise
+
+    return run
+
+
+def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """`image` scaled down (never up) so that its longer side is at most `max_side`."""
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def read_image(path: str | Path, max_side: int | None = None) -> tuple[int, np.ndarray]:
+    """Read and decode one file: (content id, RGB uint8 image), shrunk to `max_side` if given.
+
+    Raises:
+        ImageError: with the reason (not found, unreadable, empty, not an image, corrupt, too large).
+    """
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError as err:
         raise ImageError("file not found (or a broken link)") from err
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror or err}") from err
-    return content_id(data), decode_image(data)
+    image = decode_image(data)
+    return content_id(data), shrink(image, max_side) if max_side else image
 
 
 @register(name="t2i/image-decode")
 class ImageDecode:
-    """Batch op: rows -> decoded images, read in parallel threads; bad files go to the report."""
+    """Batch op: rows -> decoded images, read in parallel threads; bad files go to the report.
+
+    It waits while `report.in_flight` batches are decoded but not yet inserted: Towhee's queues hold up to
+    1,000 rows, which would let decoding run thousands of images ahead of the model.
+    """
 
     def __init__(self, report: Shared[IngestReport], workers: int = 2) -> None:
         self.report, self.pool = report.value, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2i-decode")
 
     def _one(self, row: dict) -> Decoded | Skipped:
         try:
-            image_id, image = read_image(row["path"])
+            image_id, image = read_image(row["path"], max_side=MAX_SIDE)
         except ImageError as err:
             return Skipped(str(row["path"]), str(err))
         except Exception as err:  # a decoder bug on one odd file must not stop the whole ingest
@@ -160,6 +215,8 @@ class ImageDecode:
         return Decoded({**row, "id": image_id}, image)
 
     def __call__(self, rows: list[dict]) -> list[Decoded]:
+        if not self.report.wait_for_room():  # room is given back by MilvusInsert
+            return []
         results = list(self.pool.map(self._one, rows))
         self.report.add(skipped=[r for r in results if isinstance(r, Skipped)])
         return [r for r in results if isinstance(r, Decoded)]
@@ -175,6 +232,7 @@ class DropExisting:
     def __init__(self, store: Shared[ImageStore], report: Shared[IngestReport]) -> None:
         self.store, self.report, self.seen = store.value, report.value, {}
 
+    @_stop_on_error
     def __call__(self, items: list[Decoded]) -> list[Decoded]:
         stored = self.store.existing_ids(item.row["id"] for item in items)
         by_path = self.store.ids_for_paths(item.row["path"] for item in items if item.row["id"] not in stored)
@@ -196,9 +254,10 @@ class DropExisting:
 class ImageEmbedding:
     """Batch op: decoded images -> normalized embeddings `[n, dim]`."""
 
-    def __init__(self, encoder: Shared[Encoder]) -> None:
-        self.encoder = encoder.value
+    def __init__(self, encoder: Shared[Encoder], report: Shared[IngestReport]) -> None:
+        self.encoder, self.report = encoder.value, report.value
 
+    @_stop_on_error
     def __call__(self, items: list[Decoded]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.encoder.dim), np.float32)
@@ -223,10 +282,12 @@ class MilvusInsert:
     def __init__(self, store: Shared[ImageStore], report: Shared[IngestReport]) -> None:
         self.store, self.report = store.value, report.value
 
+    @_stop_on_error
     def __call__(self, items: list[Decoded], embeddings: np.ndarray, batch: list[dict]) -> int:
         inserted = self.store.insert([item.row for item in items], embeddings)
         replaced = [item.row["replaces"] for item in items if item.row.get("replaces") is not None]
         self.store.delete(replaced)  # after the insert: a crash in between leaves a row too many, never too few
+        self.report.batch_done()
         self.report.add(added=inserted - len(replaced), updated=len(replaced))
         if self.report.progress is not None:
             self.report.progress.update(len(batch))

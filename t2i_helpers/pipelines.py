@@ -39,7 +39,7 @@ def ingest_pipeline(encoder: Encoder, store: ImageStore, report: IngestReport, b
         .window("row", "batch", batch_size, batch_size, lambda rows: list(rows))
         .map("batch", "items", ops.t2i.image_decode(report=report, workers=workers))
         .map("items", "items", ops.t2i.drop_existing(store=store, report=report))
-        .map("items", "embeddings", ops.t2i.image_embedding(encoder=encoder))
+        .map("items", "embeddings", ops.t2i.image_embedding(encoder=encoder, report=report))
         .map(("items", "embeddings", "batch"), "inserted", ops.t2i.milvus_insert(store=store, report=report))
         .output("inserted")
     )
@@ -85,10 +85,25 @@ def ingest(
         with tqdm(total=len(records), unit="img", desc="ingest", disable=not progress) as bar:
             report.progress = bar
             ingest_pipeline(encoder, store, report, batch_size, workers)(records).to_list()
+    except Exception as err:
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # Towhee wraps the node's traceback
+        raise IngestError(
+            f"ingest stopped after storing {report.added} new images: {cause}. Fix the cause and run it again: "
+            "images already stored are not embedded again.",
+            report,
+        ) from err
     finally:
         report.progress = None
         store.flush()  # also after a failure: what was inserted is counted and searchable
     return report
+
+
+class IngestError(RuntimeError):
+    """An ingest stopped part way; `report` says what it had done."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def remove_missing(store: ImageStore, present: set[str], root: str | Path) -> int:

@@ -23,7 +23,7 @@ from PIL import Image
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.pipelines import MAX_QUERY_CHARS, clean_query, prepare_query
+from t2i_helpers.pipelines import MAX_QUERY_CHARS, IngestError, clean_query, prepare_query
 
 rng = np.random.default_rng(0)
 
@@ -222,3 +222,52 @@ def test_image_bytes_roundtrip_through_decoder():
     decoded = decode_image(out.getvalue())
     assert decoded.shape == (3, 5, 3) and decoded.dtype == np.uint8
     assert decoded[0, 0].tolist() == [255, 255, 255]  # transparent -> white
+
+
+class _SlowEncoder:
+    """A stand-in image model that is slow and can fail: lets tests watch the pipeline's flow control."""
+
+    name, dim = "slow-test-encoder", 4
+
+    def __init__(self, fail_on_call: int = 0) -> None:
+        self.calls, self.fail_on_call, self.images_embedded, self.ahead = 0, fail_on_call, 0, []
+
+    def encode_images(self, images):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError("model exploded")
+        time.sleep(0.05)
+        self.images_embedded += len(images)
+        return np.tile(np.float32([0.5, 0.5, 0.5, 0.5]), (len(images), 1))
+
+    def encode_texts(self, texts):
+        return np.tile(np.float32([0.5, 0.5, 0.5, 0.5]), (len(texts), 1))
+
+
+def test_decoding_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, monkeypatch):
+    import t2i_helpers.operators as operators
+
+    encoder, decoded = _SlowEncoder(), []
+    real_read = operators.read_image
+
+    def counting_read(path, max_side=None):
+        decoded.append(path)
+        encoder.ahead.append(len(decoded) - encoder.images_embedded)
+        return real_read(path, max_side)
+
+    monkeypatch.setattr(operators, "read_image", counting_read)
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "flow.db"), batch_size=4), encoder)
+    report = engine.index(bundled.head(200), progress=False)
+    assert report.added + len(report.skipped) == 200
+    # 8 batches in flight (Towhee's queues alone would allow 1,000 batches): never more than 9 x 4 images ahead
+    assert max(encoder.ahead) <= 9 * 4
+    engine.close()
+
+
+def test_a_failing_model_stops_the_ingest_and_keeps_what_was_inserted(tmp_path, bundled):
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "fail.db"), batch_size=8), _SlowEncoder(fail_on_call=3))
+    with pytest.raises(IngestError, match="model exploded.*run it again") as stopped:
+        engine.index(bundled.head(200), progress=False)
+    # batches embedded before the failure may or may not have reached Milvus; what did is flushed and counted
+    assert stopped.value.report.added == engine.store.count() <= 16
+    engine.close()

@@ -1,0 +1,124 @@
+"""Ingest throughput: the model's own speed vs this project's pipeline vs the seed tutorial's naive loop.
+
+In one run, on the same photos and encoder:
+  (a) ceiling: the image tower's raw forward pass on pre-decoded, pre-processed tensors, best batch size;
+  (b) the project's ingest (Towhee pipeline, threaded decode, batched forward and inserts) into milvus-lite,
+      flushed;
+  (c) the seed tutorial's way: decode one image, forward it alone, insert one row, for every image.
+Each is measured for the eager PyTorch image tower (the baseline) and for the ONNX Runtime one (the fast
+path), and retrieval quality (caption -> photo R@10, exact search) is printed for both.
+
+    .venv/bin/python benchmarks/ingest.py            # about 2 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from t2i_helpers.config import Config
+from t2i_helpers.conse import ConSEEncoder
+from t2i_helpers.datasets import load_bundled
+from t2i_helpers.engine import SearchEngine
+from t2i_helpers.operators import read_image
+from t2i_helpers.store import ImageStore
+
+
+def forward_ceiling(encoder: ConSEEncoder, images: list[np.ndarray], batch_sizes: list[int]) -> tuple[float, int]:
+    """Best images/s of the image tower alone, over batch sizes, on pre-processed tensors."""
+    best = (0.0, 0)
+    for size in batch_sizes:
+        batches = [encoder.preprocess(images[i : i + size]) for i in range(0, len(images), size)]
+        encoder.logits(batches[0])  # warm-up
+        start = time.perf_counter()
+        for batch in batches:
+            encoder.logits(batch)
+        rate = len(images) / (time.perf_counter() - start)
+        print(f"  forward {encoder.backend:5s} batch {size:>2}: {rate:6.1f} images/s")
+        best = max(best, (rate, size))
+    return best
+
+
+def project_pipeline(encoder: ConSEEncoder, rows, folder: Path, batch_size: int) -> float:
+    """Images/s of SearchEngine.index (the Towhee ingest pipeline) into a new milvus-lite file, flushed."""
+    config = Config(uri=str(folder / f"pipeline-{encoder.backend}.db"), batch_size=batch_size)
+    engine = SearchEngine.open(config, encoder)
+    start = time.perf_counter()
+    report = engine.index(rows, progress=False)
+    elapsed = time.perf_counter() - start
+    assert engine.store.count() == report.added, "the pipeline lost rows"
+    engine.close()
+    return len(rows) / elapsed
+
+
+def naive_loop(encoder: ConSEEncoder, rows, folder: Path) -> float:
+    """Images/s of the seed tutorial's loop: one decode, one forward, one insert per image, then flush."""
+    store = ImageStore(Config(uri=str(folder / f"naive-{encoder.backend}.db")), encoder.name, encoder.dim)
+    start = time.perf_counter()
+    for row in rows.itertuples():
+        image_id, image = read_image(row.path)
+        vector = encoder.encode_images([image])
+        store.insert([{"id": image_id, "path": row.path, "label": row.label, "caption": row.caption}], vector)
+    store.flush()
+    elapsed = time.perf_counter() - start
+    store.close()
+    return len(rows) / elapsed
+
+
+def recall_at_10(encoder: ConSEEncoder, rows, images: list[np.ndarray]) -> float:
+    """Caption -> its own photo R@10 with exact search over all the photos."""
+    sims = encoder.encode_texts(list(rows.caption)) @ encoder.encode_images(images).T
+    ranks = (sims > np.diag(sims)[:, None]).sum(axis=1)
+    return float((ranks < 10).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=0, help="use the first N bundled photos (0: all)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    rows = load_bundled()
+    rows = rows.head(args.images) if args.images else rows
+    images = [read_image(p)[1] for p in rows.path]
+    torch_encoder = ConSEEncoder(backend="torch")
+    fast_encoder = ConSEEncoder(backend="onnx")
+    print(f"{len(rows)} bundled photos, encoder {torch_encoder.name}, batch size {args.batch_size}")
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for encoder in (torch_encoder, fast_encoder):
+            name = encoder.backend
+            rate, size = forward_ceiling(encoder, images, [1, 4, 8, 16])
+            results[name] = {
+                "a": rate,
+                "b": project_pipeline(encoder, rows, Path(tmp), args.batch_size),
+                "c": naive_loop(encoder, rows, Path(tmp)),
+                "r10": recall_at_10(encoder, rows, images),
+            }
+            r = results[name]
+            print(
+                f"{name}: (a) ceiling {r['a']:.1f} images/s at batch {size}, (b) pipeline {r['b']:.1f}, "
+                f"(c) naive {r['c']:.1f}, R@10 {r['r10']:.3f}"
+            )
+
+    base, fast = results["torch"], results["onnx"]
+    print("\nbaseline: eager PyTorch image tower")
+    print(f"ratio b/a = {base['b'] / base['a']:.2f}")
+    print(f"ratio b/c = {base['b'] / base['c']:.2f}")
+    print("fast path: ONNX Runtime image tower")
+    print(f"ratio fast/a = {fast['a'] / base['a']:.2f}")
+    print(f"ratio fast_b/fast_a = {fast['b'] / fast['a']:.2f}")
+    print(f"ratio fast_b/c = {fast['b'] / base['c']:.2f}")
+    print(
+        f"R@10 torch = {base['r10']:.3f}, R@10 fast = {fast['r10']:.3f}, "
+        f"difference = {abs(base['r10'] - fast['r10']):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
