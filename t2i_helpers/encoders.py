@@ -33,6 +33,7 @@ _BUILTIN: dict[str, tuple[str, str, dict]] = {
 }
 # prefix -> (module, factory): the rest of the name is the factory's first argument.
 _PREFIXES: dict[str, tuple[str, str]] = {
+    "conse-head:": ("t2i_helpers.conse", "with_head"),
     "openclip:": ("t2i_helpers.clip", "OpenCLIPEncoder"),
     "hf:": ("t2i_helpers.clip", "HFCLIPEncoder"),
 }
@@ -56,14 +57,15 @@ class Encoder(Protocol):
 
 def available_encoders() -> list[str]:
     """Names `load_encoder` accepts as they are, plus the `openclip:` and `hf:` prefixes."""
-    return [*_BUILTIN, "openclip:MODEL/PRETRAINED", "hf:REPO_ID_OR_DIR"]
+    return [*_BUILTIN, "conse-head:HEAD.npz", "openclip:MODEL/PRETRAINED", "hf:REPO_ID_OR_DIR"]
 
 
 def load_encoder(name: str | None = None, **kwargs: object) -> Encoder:
     """Load an encoder by name; the same name and arguments return the same loaded object.
 
     Args:
-        name: a built-in name (see `available_encoders()`), `openclip:ViT-B-32/openai` (any open_clip
+        name: a built-in name (see `available_encoders()`), `conse-head:PATH.npz` (the default encoder with a
+            trained projection head, notebook 02), `openclip:ViT-B-32/openai` (any open_clip
             model/pretrained pair, or model/path-to-weights), or `hf:openai/clip-vit-base-patch32` (any
             transformers CLIP/SigLIP repo id or local folder). None gives the offline default.
         **kwargs: passed to the encoder's constructor (e.g. `batch_size=16`, `device="cuda"`).
