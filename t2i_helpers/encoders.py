@@ -60,7 +60,7 @@ def available_encoders() -> list[str]:
     return [*_BUILTIN, "conse-head:HEAD.npz", "openclip:MODEL/PRETRAINED", "hf:REPO_ID_OR_DIR"]
 
 
-def load_encoder(name: str | None = None, **kwargs: object) -> Encoder:
+def load_encoder(name: str | None = None, *, cached: bool = True, **kwargs: object) -> Encoder:
     """Load an encoder by name; the same name and arguments return the same loaded object.
 
     Args:
@@ -68,12 +68,14 @@ def load_encoder(name: str | None = None, **kwargs: object) -> Encoder:
             trained projection head, notebook 02), `openclip:ViT-B-32/openai` (any open_clip
             model/pretrained pair, or model/path-to-weights), or `hf:openai/clip-vit-base-patch32` (any
             transformers CLIP/SigLIP repo id or local folder). None gives the offline default.
+        cached: False loads a new copy (e.g. to time loading), bypassing the per-process cache.
         **kwargs: passed to the encoder's constructor (e.g. `batch_size=16`, `device="cuda"`).
 
     Returns:
         A loaded encoder.
     """
-    return _load(name or DEFAULT_ENCODER, tuple(sorted(kwargs.items())))
+    key = (name or DEFAULT_ENCODER, tuple(sorted(kwargs.items())))
+    return _load(*key) if cached else _load.__wrapped__(*key)
 
 
 @functools.lru_cache(maxsize=8)
