@@ -137,10 +137,12 @@ class ImageStore:
         self.client.create_collection(
             self.collection,
             schema=schema,
-            index_params=index,
             consistency_level="Strong",  # a search sees every insert before it
             properties={META_KEY: json.dumps(self.meta)},
         )
+        # Built apart and not waited on: waiting asks for a timestamp milvus-lite does not implement.
+        self.client.create_index(self.collection, index, sync=False)
+        self.client.load_collection(self.collection)
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption; returns how many."""

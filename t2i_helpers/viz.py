@@ -51,8 +51,9 @@ def similarity_heatmap(texts: Sequence[str], image_labels: Sequence[str], simila
     im = ax.imshow(similarity, cmap="viridis")
     ax.set_xticks(range(len(image_labels)), [textwrap.shorten(s, 18) for s in image_labels], rotation=45, ha="right")
     ax.set_yticks(range(len(texts)), texts)
-    for (i, j), value in np.ndenumerate(similarity):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
+    middle = (np.max(similarity) + np.min(similarity)) / 2
+    for (i, j), value in np.ndenumerate(similarity):  # dark text on the bright end of the colour map
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="k" if value > middle else "w", fontsize=7)
     fig.colorbar(im, ax=ax, label="cosine similarity")
     fig.tight_layout()
     return fig

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from t2i_helpers.config import Config
 from t2i_helpers.datasets import DatasetError, load_bundled
 from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
+
+T2I = str(Path(sys.executable).parent / "t2i")  # the console script of the interpreter running the tests
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import subprocess
 
 from t2i_helpers.cli import main
 
-from .conftest import write_bad_files
+from .conftest import T2I, write_bad_files
 
 
 def test_index_twice_then_search_and_info(tmp_path, image_folder, capsys):
@@ -45,7 +45,7 @@ def test_console_script_runs_with_env_uri(tmp_path, image_folder):
     import os
 
     env = {**os.environ, "T2I_MILVUS_URI": env_uri}
-    done = subprocess.run(["t2i", "index", str(image_folder)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([T2I, "index", str(image_folder)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
     assert (tmp_path / "env.db").exists()

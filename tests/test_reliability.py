@@ -25,6 +25,8 @@ from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines import MAX_QUERY_CHARS, IngestError, clean_query, prepare_query
 
+from .conftest import T2I
+
 rng = np.random.default_rng(0)
 
 
@@ -151,9 +153,7 @@ def test_killed_ingest_resumes_without_duplicates_or_gaps(tmp_path, encoder, bun
     """SIGKILL a real `t2i index` part way, run it again: every image exactly once."""
     folder, uri = tmp_path / "photos", str(tmp_path / "killed.db")
     _copy_photos(bundled, folder, 160)
-    child = subprocess.Popen(
-        ["t2i", "index", str(folder), "--uri", uri], stderr=subprocess.PIPE, start_new_session=True
-    )
+    child = subprocess.Popen([T2I, "index", str(folder), "--uri", uri], stderr=subprocess.PIPE, start_new_session=True)
     seen, deadline = b"", time.monotonic() + 240
     while time.monotonic() < deadline:  # wait until some batches are in, then kill without warning
         if select.select([child.stderr], [], [], 1)[0]:
