@@ -1,0 +1,177 @@
+"""Which encoder should I use? Measure each on the same photos and machine (taught in notebook 02).
+
+For every candidate: embedding dim, parameter count, fp32 weights size, load time, image throughput
+(batched, after warm-up), single text query latency (p50/p95), the size of its Milvus index, and retrieval
+quality on the real path (ingest into milvus-lite, caption -> photo search). Candidates that cannot load here
+(CLIP weights need internet) are listed as skipped with the reason, never dropped.
+
+Example:
+    >>> table = compare_encoders(load_bundled(), cache="data/cache/compare.csv")
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Config
+from .encoders import Encoder, load_encoder
+from .engine import SearchEngine
+from .operators import read_image
+
+
+class Candidate(NamedTuple):
+    """An encoder to compare: a label for the table, a registry name and constructor arguments."""
+
+    label: str
+    name: str
+    kwargs: dict = {}
+
+
+CANDIDATES = [
+    Candidate("ConSE Lite0 + MiniLM", "conse-effnet-lite0-minilm"),
+    Candidate("ConSE Lite1 + MiniLM", "conse-effnet-lite1-minilm"),
+    Candidate("ConSE Lite2 + MiniLM (default)", "conse-effnet-minilm"),
+    Candidate("ConSE Lite2, T=5", "conse-effnet-minilm", {"top_t": 5}),
+    Candidate("ConSE Lite2, name prompt only", "conse-effnet-minilm", {"prompts": ("a photo of a {name}.",)}),
+    Candidate("ConSE Lite2, eager torch", "conse-effnet-minilm", {"backend": "torch"}),
+    Candidate("CLIP ViT-B/32 (OpenAI)", "openclip:ViT-B-32/openai"),
+    Candidate("CLIP ViT-B/16 (OpenAI)", "openclip:ViT-B-16/openai"),
+    Candidate("CLIP ViT-L/14 (OpenAI)", "openclip:ViT-L-14/openai"),
+    Candidate("CLIP ViT-B/32 (LAION-2B)", "openclip:ViT-B-32/laion2b_s34b_b79k"),
+    Candidate("SigLIP ViT-B/16", "hf:google/siglip-base-patch16-224"),
+    Candidate("Multilingual CLIP (XLM-R, LAION-5B)", "openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"),
+]
+
+# open_clip's published zero-shot text->image retrieval results (R@1 / R@5 / R@10), not measured here.
+PUBLISHED = pd.DataFrame(
+    [
+        ("CLIP ViT-B/32 (OpenAI)", 58.8, 83.6, 90.0, 30.4, 55.9, 66.9),
+        ("CLIP ViT-B/16 (OpenAI)", 62.2, 85.7, 91.9, 33.1, 58.4, 69.0),
+        ("CLIP ViT-L/14 (OpenAI)", 65.0, 87.2, 92.0, 36.5, 61.1, 71.1),
+        ("CLIP ViT-B/32 (LAION-2B)", 66.8, 88.4, 93.1, 39.3, 65.4, 75.6),
+        ("SigLIP ViT-B/16", 74.7, 92.3, 95.6, 47.8, 72.4, 81.0),
+    ],
+    columns=["encoder", "Flickr30k R@1", "Flickr30k R@5", "Flickr30k R@10", "COCO R@1", "COCO R@5", "COCO R@10"],
+)
+
+QualityFn = Callable[[SearchEngine, pd.DataFrame], dict[str, float]]
+
+
+def caption_quality(engine: SearchEngine, rows: pd.DataFrame, depth: int = 50) -> dict[str, float]:
+    """Caption -> its own photo through Milvus: R@1/5/10 and MRR (a photo ranked below `depth` scores 0).
+
+    Photos are matched by content id, so a file shipped twice counts as the same photo.
+    """
+    relevant = [read_image(p)[0] for p in rows.path]
+    hits = engine.store.search(engine.encoder.encode_texts(list(rows.caption)), top_k=depth)
+    ranks = np.array([next((i for i, h in enumerate(found) if h.id == r), depth) for r, found in zip(relevant, hits)])
+    return {
+        **{f"R@{k}": float((ranks < k).mean()) for k in (1, 5, 10)},
+        "MRR": float(np.where(ranks < depth, 1.0 / (ranks + 1), 0.0).mean()),
+    }
+
+
+def parameter_count(encoder: Encoder) -> int:
+    """Parameters of the torch modules an encoder holds (its towers)."""
+    modules = [v for v in vars(encoder).values() if isinstance(v, torch.nn.Module)]
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def folder_mb(path: Path) -> float:
+    """Size of a file or folder in MB."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def measure(
+    candidate: Candidate,
+    rows: pd.DataFrame,
+    quality: QualityFn,
+    workdir: Path,
+    n_images: int = 200,
+    n_queries: int = 50,
+) -> dict:
+    """Everything in the comparison table for one candidate (raises if it cannot load)."""
+    start = time.perf_counter()
+    encoder = load_encoder(candidate.name, cached=False, **candidate.kwargs)
+    load_s = time.perf_counter() - start
+    images = [read_image(p)[1] for p in rows.path[:n_images]]
+    encoder.encode_images(images[:16])  # warm-up
+    start = time.perf_counter()
+    encoder.encode_images(images)
+    images_per_s = len(images) / (time.perf_counter() - start)
+    latencies = []
+    for text in rows.caption[:n_queries]:
+        start = time.perf_counter()
+        encoder.encode_texts([text])
+        latencies.append(time.perf_counter() - start)
+    params = parameter_count(encoder)
+    uri = workdir / f"{len(list(workdir.iterdir()))}.db"
+    engine = SearchEngine.open(Config(uri=str(uri)), encoder)
+    engine.index(rows, progress=False)
+    scores = quality(engine, rows)
+    engine.close()
+    return {
+        "dim": encoder.dim,
+        "params (M)": params / 1e6,
+        "weights (MB, fp32)": params * 4 / 1e6,
+        "load (s)": load_s,
+        "images/s": images_per_s,
+        "query p50 (ms)": 1000 * float(np.percentile(latencies, 50)),
+        "query p95 (ms)": 1000 * float(np.percentile(latencies, 95)),
+        "index (MB)": folder_mb(uri),
+        **scores,
+    }
+
+
+def compare_encoders(
+    rows: pd.DataFrame,
+    quality: QualityFn = caption_quality,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    cache: str | Path | None = None,
+    refresh: bool = False,
+) -> pd.DataFrame:
+    """Measure every candidate on `rows`; one table row each, skipped ones with the reason.
+
+    Args:
+        rows: the photos (path, label, caption) to measure on.
+        quality: scores an indexed engine on `rows` (default: caption -> photo R@1/5/10 and MRR).
+        cache: a CSV: read if present (unless `refresh`), else written, so notebooks need not recompute.
+    """
+    if cache and Path(cache).exists() and not refresh:
+        return pd.read_csv(cache)
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for candidate in candidates:
+            row = {"encoder": candidate.label, "name": candidate.name, "status": "ok", "reason": ""}
+            try:
+                row.update(measure(candidate, rows, quality, Path(tmp)))
+            except (ImportError, RuntimeError, OSError) as err:
+                row.update(status="skipped", reason=str(err).splitlines()[0][:200])
+            table.append(row)
+    result = pd.DataFrame(table)
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(cache, index=False)
+    return result
+
+
+def pareto_front(table: pd.DataFrame, quality: str, speed: str) -> pd.DataFrame:
+    """The measured candidates that no other candidate beats on both `quality` and `speed` (higher is better)."""
+    ok = table[table.status == "ok"]
+    dominated = [
+        any(
+            (o[quality] >= r[quality]) & (o[speed] >= r[speed]) & ((o[quality] > r[quality]) | (o[speed] > r[speed]))
+            for _, o in ok.iterrows()
+        )
+        for _, r in ok.iterrows()
+    ]
+    return ok[~np.array(dominated, dtype=bool)].sort_values(speed)

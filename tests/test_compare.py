@@ -1,0 +1,47 @@
+"""The encoder comparison: measured rows for models that load, reasons for those that cannot."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from t2i_helpers.compare import PUBLISHED, Candidate, caption_quality, compare_encoders, pareto_front
+from t2i_helpers.operators import read_image
+
+
+def test_compare_measures_loadable_and_explains_skipped(bundled, tmp_path):
+    photos = bundled.sample(60, random_state=0)
+    candidates = [
+        Candidate("lite0", "conse-effnet-lite0-minilm"),
+        Candidate("lite2 T=5", "conse-effnet-minilm", {"top_t": 5}),
+        Candidate("no such model", "hf:/nonexistent/model/dir"),
+    ]
+    cache = tmp_path / "compare.csv"
+    table = compare_encoders(photos, candidates=candidates, cache=cache)
+    assert list(table.status) == ["ok", "ok", "skipped"]
+    ok = table[table.status == "ok"]
+    assert (ok.dim == 384).all() and (ok["images/s"] > 0).all() and (ok["params (M)"] > 20).all()
+    assert ((ok["R@1"] <= ok["R@5"]) & (ok["R@5"] <= ok["R@10"])).all()
+    assert (ok["R@10"] > 10 / len(photos)).all()  # above chance
+    assert table.reason.iloc[2]  # the reason is kept, never dropped silently
+    cached = compare_encoders(photos, candidates=[], cache=cache)  # read back, not recomputed
+    pd.testing.assert_frame_equal(cached, pd.read_csv(cache))
+    assert len(cached) == 3
+
+
+def test_caption_quality_matches_a_direct_count(engine, bundled):
+    sample = bundled.sample(40, random_state=3)
+    scores = caption_quality(engine, sample)
+    found = sum(
+        read_image(row.path)[0] in {h.id for h in engine.search(row.caption, top_k=10)} for row in sample.itertuples()
+    )
+    assert abs(scores["R@10"] - found / len(sample)) < 1e-9
+    # a first-ranked photo adds 1 to MRR; one ranked 11th or lower adds at most 1/11
+    assert scores["R@1"] <= scores["MRR"] <= scores["R@10"] + (1 - scores["R@10"]) / 11
+
+
+def test_pareto_front_keeps_only_undominated():
+    table = pd.DataFrame(
+        {"encoder": list("abcd"), "status": "ok", "R@10": [0.3, 0.2, 0.25, 0.1], "images/s": [10, 50, 5, 40]}
+    )
+    assert list(pareto_front(table, "R@10", "images/s").encoder) == ["a", "b"]
+    assert PUBLISHED.shape[0] == 5
