@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info)
+
+    from .evaluate import add_eval_command
+
+    add_eval_command(commands)
     return parser
 
 
@@ -59,6 +63,10 @@ def _engine(args: argparse.Namespace, **config: object):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
     args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        from .evaluate import run_eval
+
+        return run_eval(args)
     from .datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
     from .store import StoreError
 

@@ -24,6 +24,7 @@ import torch
 from .config import Config
 from .encoders import Encoder, load_encoder
 from .engine import SearchEngine
+from .evaluate import hit_rate_at_k, rank, reciprocal_rank, relevance_matrix
 from .operators import read_image
 
 
@@ -70,12 +71,11 @@ def caption_quality(engine: SearchEngine, rows: pd.DataFrame, depth: int = 50) -
 
     Photos are matched by content id, so a file shipped twice counts as the same photo.
     """
-    relevant = [read_image(p)[0] for p in rows.path]
-    hits = engine.store.search(engine.encoder.encode_texts(list(rows.caption)), top_k=depth)
-    ranks = np.array([next((i for i, h in enumerate(found) if h.id == r), depth) for r, found in zip(relevant, hits)])
+    ranked, _ = rank(engine.store, engine.encoder.encode_texts(list(rows.caption)), depth)
+    hits = relevance_matrix(ranked, [{read_image(p)[0]} for p in rows.path])
     return {
-        **{f"R@{k}": float((ranks < k).mean()) for k in (1, 5, 10)},
-        "MRR": float(np.where(ranks < depth, 1.0 / (ranks + 1), 0.0).mean()),
+        **{f"R@{k}": float(hit_rate_at_k(hits, k).mean()) for k in (1, 5, 10)},
+        "MRR": float(reciprocal_rank(hits).mean()),
     }
 
 

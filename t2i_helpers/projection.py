@@ -28,6 +28,7 @@ import torch
 
 from .conse import softmax
 from .encoders import l2_normalize
+from .evaluate import exact_top_k, hit_rate_at_k, relevance_matrix
 from .operators import read_image
 
 
@@ -87,10 +88,10 @@ class Features:
 
 
 def caption_recall(captions: np.ndarray, images: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Caption i -> image i retrieval among these images: R@k for each k."""
-    sims = captions @ images.T
-    ranks = (sims > np.diag(sims)[:, None]).sum(axis=1)
-    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
+    """Caption i -> image i retrieval among these images (exact search): R@k for each k."""
+    ranked, _ = exact_top_k(captions, images, max(ks))
+    hits = relevance_matrix(ranked, [{i} for i in range(len(captions))])
+    return {f"R@{k}": float(hit_rate_at_k(hits, k).mean()) for k in ks}
 
 
 def train_head(

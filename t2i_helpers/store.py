@@ -28,6 +28,8 @@ SCHEMA_VERSION = 1
 META_KEY = "t2i.meta"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
+# Index types milvus-lite 3.2 builds (measured in notebook 03); IVF_PQ, DISKANN and SCANN need a Milvus server.
+LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ", "AUTOINDEX"}
 _TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 _OUTPUT_FIELDS = list(_TEXT_FIELDS)
 
@@ -53,6 +55,18 @@ class EncoderMismatchError(StoreError):
 def clip_text(text: str, max_bytes: int) -> str:
     """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def build_params_for(uri: str, build_params: dict) -> dict:
+    """Index build parameters in a form the server reads.
+
+    pymilvus 3 sends each parameter as its own key, and milvus-lite 3.2 reads only a JSON `params` key: it would
+    silently build with its defaults (nlist 128, M 16, efConstruction 200). For milvus-lite the parameters go
+    both ways (older pymilvus sends `params` itself; then the nested copy is an extra key, ignored).
+    """
+    if build_params and uri.endswith(".db"):
+        return {**build_params, "params": dict(build_params)}
+    return dict(build_params)
 
 
 def label_filter(category: str | None) -> str:
@@ -122,6 +136,12 @@ class ImageStore:
             )
 
     def _create(self) -> None:
+        if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
+            # milvus-lite accepts any name on an empty collection, then fails in the background and stays exact
+            raise StoreError(
+                f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
+                "or a Milvus server (--uri http://host:19530) for IVF_PQ, DISKANN or SCANN"
+            )
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         for name, max_length in _TEXT_FIELDS.items():
@@ -132,7 +152,7 @@ class ImageStore:
             "embedding",
             index_type=self.config.index_type,
             metric_type=self.config.metric,
-            params=dict(self.config.index_params),
+            params=build_params_for(self.config.uri, dict(self.config.index_params)),
         )
         self.client.create_collection(
             self.collection,

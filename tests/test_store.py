@@ -111,3 +111,16 @@ def test_second_process_gets_a_clear_error(tmp_path):
     assert "REFUSED" in done.stdout and "another process" in done.stdout
     assert store.count() == 0  # the first process still works
     store.close()
+
+
+def test_lite_refuses_index_types_it_cannot_build(tmp_path):
+    with pytest.raises(StoreError, match="cannot build a DISKANN index.*Milvus server"):
+        ImageStore(Config(uri=str(tmp_path / "s.db"), index_type="DISKANN"), "enc-a", 4)
+
+
+def test_index_build_parameters_reach_milvus_lite(tmp_path):
+    config = Config(uri=str(tmp_path / "s.db"), index_type="IVF_FLAT", index_params={"nlist": 7})
+    store = ImageStore(config, "enc-a", 8)
+    described = store.client.describe_index(store.collection, "embedding")
+    assert described["params"] == {"nlist": 7}
+    store.close()
