@@ -73,14 +73,14 @@ class Skipped(NamedTuple):
 
 @dataclass
 class IngestReport:
-    """What an ingest did; operators add to it from several threads."""
+    """What an ingest did, and its flow control; operators add to it from several threads."""
 
     added: int = 0
     unchanged: int = 0
     updated: int = 0
     removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
-    progress: object = None  # a tqdm bar, advanced per row seen
+    progress: object = None  # a tqdm bar, advanced as batches are inserted
     max_in_flight: int = 8  # batches decoded but not yet inserted
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _room: threading.Semaphore = field(init=False, repr=False)
