@@ -224,7 +224,9 @@ class ConSEEncoder:
     def truncate_text(self, text: str) -> str:
         """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""
         tokenizer, limit = self.text_model.tokenizer, self.text_model.max_seq_length - 2  # [CLS] and [SEP]
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
         return text if len(offsets) <= limit else text[: offsets[limit - 1][1]]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

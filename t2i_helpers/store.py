@@ -69,11 +69,17 @@ def build_params_for(uri: str, build_params: dict) -> dict:
     return dict(build_params)
 
 
+def quote(text: str) -> str:
+    """A Milvus expression string literal (json.dumps would write non-ASCII as \\uXXXX, which Milvus refuses)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
 def label_filter(category: str | None) -> str:
     """A Milvus boolean expression selecting one category, or "" for all."""
     if not category:
         return ""
-    return "label == " + json.dumps(category)
+    return "label == " + quote(category)
 
 
 class ImageStore:
@@ -88,11 +94,15 @@ class ImageStore:
         self.client = self._connect(config)
         if reset and self.client.has_collection(self.collection):
             self.client.drop_collection(self.collection)
-        if self.client.has_collection(self.collection):
-            self._check_meta()
-            self.client.load_collection(self.collection)  # a reopened collection starts released
-        else:
-            self._create()
+        try:
+            if self.client.has_collection(self.collection):
+                self._check_meta()
+                self.client.load_collection(self.collection)  # a reopened collection starts released
+            else:
+                self._create()
+        except Exception:
+            self.close()  # a refused store must not keep the file locked
+            raise
 
     @classmethod
     def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
@@ -197,7 +207,8 @@ class ImageStore:
         paths = list(paths)
         if not paths:
             return {}
-        rows = self.client.query(self.collection, filter=f"path in {json.dumps(paths)}", output_fields=["id", "path"])
+        listed = ", ".join(quote(p) for p in paths)
+        rows = self.client.query(self.collection, filter=f"path in [{listed}]", output_fields=["id", "path"])
         return {r["path"]: int(r["id"]) for r in rows}
 
     def scan(self, fields: list[str], low: int = 0, high: int = (1 << 63) - 1) -> list[dict]:
@@ -270,5 +281,13 @@ class ImageStore:
         }
 
     def close(self) -> None:
-        """Release the connection (and milvus-lite's file lock)."""
+        """Release the connection and, for milvus-lite, its file (another process may then open it).
+
+        milvus-lite keeps one embedded server per file until released; releasing it also ends any other
+        client of that file in this process.
+        """
         self.client.close()
+        if self.config.is_lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(str(Path(self.config.uri).expanduser()))
