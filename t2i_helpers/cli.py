@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info)
 
+    from .api import add_serve_command
     from .evaluate import add_eval_command
 
     add_eval_command(commands)
+    _store_options(add_serve_command(commands))
     return parser
 
 
@@ -71,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .store import StoreError
 
     try:
+        if args.command == "serve":
+            from .api import run_serve
+
+            return run_serve(args)
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
             return 0

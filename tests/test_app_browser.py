@@ -1,0 +1,98 @@
+"""The web app in a real browser: Debian's chromium, driven by playwright, against the real server.
+
+Setup: `apt-get install chromium` and `pip install playwright` (never `playwright install`: it downloads a
+browser; we drive the system one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from t2i_helpers.api import BackgroundServer, create_api
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package only)")
+
+
+@pytest.fixture
+def page(engine, tmp_path, no_network):
+    """The search page served with the API, open in headless chromium; fails if anything leaves this machine."""
+    from t2i_helpers.app import mount_app
+
+    app = mount_app(create_api(engine, upload_dir=tmp_path / "uploads"), engine)
+    with BackgroundServer(app) as server, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(30_000)
+        requested = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{server.url}/ui/")
+        yield page
+        browser.close()
+    assert no_network == [], f"the server tried to reach {no_network}"
+    assert [url for url in requested if not url.startswith(server.url)] == [], "the page fetched from outside"
+
+
+def results(page) -> list[str]:
+    """The captions under the gallery's thumbnails, once its images have loaded."""
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)")
+    return page.locator("#results .caption-label").all_inner_texts()
+
+
+def test_type_a_query_and_see_the_pictures(page, engine):
+    sync_api.expect(page.locator("#stats")).to_contain_text(f"{engine.store.count():,} images")
+    page.locator("#query textarea").fill("a fire truck")
+    page.locator("#search").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("Top 5 for “a fire truck”")
+    sync_api.expect(page.locator("#results img")).to_have_count(5)
+    captions = results(page)
+    assert len(captions) == 5 and captions[0].startswith("1. ") and "A fire truck." in captions[0]
+    scores = [float(re.match(r"\d+\. ([\d.-]+) ·", c).group(1)) for c in captions]
+    assert scores == sorted(scores, reverse=True)
+    expected = [f"{h.score:.3f} · {h.caption} ({h.label})" for h in engine.search("a fire truck", top_k=5)]
+    assert [c.split(". ", 1)[1] for c in captions] == expected
+
+    page.locator("#top-k input[type=number]").fill("8")
+    page.locator("#query textarea").fill("a musical instrument")
+    page.locator("#query textarea").press("Enter")
+    sync_api.expect(page.locator("#status")).to_contain_text("Top 8 for “a musical instrument”")
+    sync_api.expect(page.locator("#results img")).to_have_count(8)
+
+
+def test_more_like_this_by_click_and_by_upload(page, bundled):
+    page.locator("#query textarea").fill("a kangaroo")
+    page.locator("#search").click()
+    sync_api.expect(page.locator("#results img")).to_have_count(5)
+    second = results(page)[1].split(" · ", 1)[1]
+    page.locator("#results img").nth(1).click()
+    sync_api.expect(page.locator("#status")).to_contain_text("pictures like")
+    assert results(page)[0].startswith("1. 1.000 · ") and results(page)[0].split(" · ", 1)[1] == second
+
+    photo = bundled[bundled.path.str.endswith("/vehicles/emergency/firetruck.png")].iloc[0]
+    page.get_by_text("More like this: search with a picture").click()
+    page.locator("#picture input[type=file]").set_input_files(photo.path)
+    sync_api.expect(page.locator("#status")).to_contain_text("Top 5 for the uploaded picture")
+    assert results(page)[0] == f"1. 1.000 · {photo.caption} ({photo.label})"
+
+
+def test_an_empty_query_says_what_to_do(page):
+    page.locator("#query textarea").fill("   ")
+    page.locator("#search").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("the query is empty")
+    sync_api.expect(page.locator("#results img")).to_have_count(0)

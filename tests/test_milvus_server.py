@@ -1,0 +1,82 @@
+"""The same code against a real Milvus server (PyPI `milvus`: an embedded Milvus 2.3 standalone, no Docker).
+
+`milvus` is a test-only install (`pip install --no-deps milvus==2.3.5`); without it these tests skip.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pandas as pd
+import pytest
+
+from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.config import Config
+from t2i_helpers.engine import SearchEngine
+from t2i_helpers.store import EncoderMismatchError, ImageStore
+
+milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
+
+
+@pytest.fixture(scope="module")
+def server_uri(tmp_path_factory):
+    """A Milvus standalone server on 127.0.0.1, on free ports, with its data in a temp folder."""
+    server = milvus.MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    server.start()  # returns when the server answers its health check (about 7 s)
+    yield f"http://127.0.0.1:{server.listen_port}"
+    server.stop()
+
+
+@pytest.fixture
+def photos(bundled):
+    """Twelve real photos in three categories, with the fire truck among them."""
+    picked = bundled[bundled.label.isin(["animals", "vehicles", "food"])].groupby("label").head(4)
+    truck = bundled[bundled.path.str.endswith("/vehicles/emergency/firetruck.png")]
+    return pd.concat([picked.iloc[:11], truck]).drop_duplicates("path")
+
+
+def test_index_search_serve_delete_on_a_server(server_uri, encoder, photos):
+    config = Config(uri=server_uri, collection="server_test")
+    engine = SearchEngine.open(config, encoder, reset=True)
+    try:
+        assert not engine.config.is_lite
+        report = engine.index(photos, progress=False)
+        assert (report.added, report.skipped) == (len(photos), [])
+        assert engine.store.count() == len(photos)
+
+        hits = engine.search("a fire truck", top_k=3)
+        assert hits[0].path.endswith("firetruck.png") and hits[0].score >= hits[1].score >= hits[2].score
+        assert {h.label for h in engine.search("a fire truck", top_k=4, category="food")} == {"food"}
+        assert engine.store.categories() == sorted(photos.label.unique())
+        again = engine.index(photos, progress=False)
+        assert (again.added, again.unchanged) == (0, len(photos))
+
+        with BackgroundServer(create_api(engine)) as server:  # the REST API over the server, too
+            found = httpx.get(f"{server.url}/search", params={"q": "a fire truck", "k": 3}).json()
+            stats = httpx.get(f"{server.url}/stats").json()
+            image = httpx.get(f"{server.url}{found[0]['image_url']}")
+        assert found[0]["id"] == hits[0].id
+        assert stats["uri"] == server_uri and stats["count"] == len(photos)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+
+        doomed = [h.id for h in engine.search("something to eat", top_k=2)]
+        engine.store.delete(doomed)
+        assert engine.store.count() == len(photos) - 2  # Strong consistency: the count sees the delete
+        assert not set(doomed) & {h.id for h in engine.search("something to eat", top_k=len(photos))}
+    finally:
+        engine.close()
+
+    reopened = SearchEngine.open(config, encoder)  # an existing collection, loaded again
+    try:
+        assert reopened.store.count() == len(photos) - 2
+    finally:
+        reopened.close()
+
+
+def test_server_collection_refuses_another_encoder(server_uri, encoder):
+    config = Config(uri=server_uri, collection="server_mismatch")
+    ImageStore.open(config, encoder, reset=True).close()
+    with pytest.raises(EncoderMismatchError, match=f"--encoder {encoder.name}"):
+        ImageStore(config, "conse-effnet-lite0-minilm", encoder.dim)
+    with pytest.raises(EncoderMismatchError, match="512-d"):
+        ImageStore(config, encoder.name, 512)
