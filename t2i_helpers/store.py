@@ -281,13 +281,9 @@ class ImageStore:
         }
 
     def close(self) -> None:
-        """Release the connection and, for milvus-lite, its file (another process may then open it).
+        """Release the connection.
 
-        milvus-lite keeps one embedded server per file until released; releasing it also ends any other
-        client of that file in this process.
+        milvus-lite keeps its embedded server (and the file lock) for the life of the process, shared by every
+        client of that file in the process; another process can open the file once this one has exited.
         """
         self.client.close()
-        if self.config.is_lite:
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(str(Path(self.config.uri).expanduser()))
