@@ -25,6 +25,7 @@ from t2i_helpers.conse import ConSEEncoder
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.operators import read_image
+from t2i_helpers.projection import caption_recall
 from t2i_helpers.store import ImageStore
 
 
@@ -71,9 +72,7 @@ def naive_loop(encoder: ConSEEncoder, rows, folder: Path) -> float:
 
 def recall_at_10(encoder: ConSEEncoder, rows, images: list[np.ndarray]) -> float:
     """Caption -> its own photo R@10 with exact search over all the photos."""
-    sims = encoder.encode_texts(list(rows.caption)) @ encoder.encode_images(images).T
-    ranks = (sims > np.diag(sims)[:, None]).sum(axis=1)
-    return float((ranks < 10).mean())
+    return caption_recall(encoder.encode_texts(list(rows.caption)), encoder.encode_images(images), (10,))["R@10"]
 
 
 def main() -> None:
