@@ -5,7 +5,8 @@ it loses is measured as recall@k against the exact top k (`neighbour_recall`), w
 index alone and says nothing about whether the exact top k were right answers (that is `evaluate`'s job).
 
 The study loads one bare collection (id, embedding) into Milvus, then for each index type drops and rebuilds
-the index, reloads (milvus-lite builds it then, synchronously) and sweeps its search parameter. The same sweeps
+the index, reloads and sweeps its search parameter (milvus-lite 2.5 builds FLAT, IVF_FLAT and AUTOINDEX, and ignores
+the search parameter). The same sweeps
 run on faiss in this process (`backend="faiss"`) show what the index itself costs, without Milvus around it.
 
 Example:
@@ -31,7 +32,6 @@ from tqdm.auto import tqdm
 
 from .encoders import l2_normalize
 from .evaluate import exact_top_k, release_lite
-from .store import build_params_for
 
 COLLECTION = "ann_study"
 # Index types to probe: what milvus-lite builds here, and what needs a Milvus server (standalone or cluster).
@@ -106,7 +106,7 @@ class Bench:
     Use as a context manager; with no `uri` it lives in a temporary milvus-lite file, removed afterwards.
     """
 
-    def __init__(self, vectors: np.ndarray, uri: str | None = None, batch_size: int = 10_000, progress=False):
+    def __init__(self, vectors: np.ndarray, uri: str | None = None, batch_size: int = 1000, progress=False):
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self._tmp = None if uri else tempfile.TemporaryDirectory(prefix="t2i-ann-")
         self.uri = uri or str(Path(self._tmp.name) / "ann.db")
@@ -125,16 +125,14 @@ class Bench:
         self.insert_s = time.perf_counter() - start
 
     def build(self, index_type: str, build_params: dict) -> float:
-        """Replace the index and load the collection (which builds it); returns the seconds it took."""
+        """Replace the index, wait for it and load the collection; returns the seconds it took."""
         start = time.perf_counter()
         self.client.release_collection(COLLECTION)
         for name in self.client.list_indexes(COLLECTION):
             self.client.drop_index(COLLECTION, name)
         index = self.client.prepare_index_params()
-        index.add_index(
-            "embedding", index_type=index_type, metric_type="COSINE", params=build_params_for(self.uri, build_params)
-        )
-        self.client.create_index(COLLECTION, index, sync=False)  # waiting asks milvus-lite for an unimplemented call
+        index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=build_params)
+        self.client.create_index(COLLECTION, index)
         self.client.load_collection(COLLECTION)
         return time.perf_counter() - start
 
@@ -173,10 +171,10 @@ class Bench:
 
 class FaissBench:
     """The same experiments on faiss in this process: what the index itself costs, without Milvus around it
-    (milvus-lite builds its indexes with faiss; a Milvus server uses its own C++ library, Knowhere)."""
+    (Milvus's index library, Knowhere, builds on faiss and hnswlib; this also covers HNSW, which milvus-lite lacks)."""
 
     def __init__(self, vectors: np.ndarray) -> None:
-        import faiss  # installed with milvus-lite
+        import faiss
 
         self.faiss, self.vectors, self.index = faiss, np.ascontiguousarray(vectors, dtype=np.float32), None
 

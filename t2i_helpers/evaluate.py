@@ -304,7 +304,7 @@ def temporary_store(encoder: Encoder) -> Iterator[ImageStore]:
 
 
 def release_lite(uri: str) -> None:
-    """Stop milvus-lite's in-process server for a file (it would hold the file's data until exit)."""
+    """Stop milvus-lite's server process for a file (it would hold the file until this process exits)."""
     from milvus_lite.server_manager import server_manager_instance
 
     server_manager_instance.release_server(uri)

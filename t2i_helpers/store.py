@@ -25,11 +25,11 @@ from .config import Config
 from .encoders import Encoder
 
 SCHEMA_VERSION = 1
-META_KEY = "t2i.meta"
+META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
-# Index types milvus-lite 3.2 builds (measured in notebook 03); IVF_PQ, DISKANN and SCANN need a Milvus server.
-LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ", "AUTOINDEX"}
+# Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
+LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
 _TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 _OUTPUT_FIELDS = list(_TEXT_FIELDS)
 
@@ -55,18 +55,6 @@ class EncoderMismatchError(StoreError):
 def clip_text(text: str, max_bytes: int) -> str:
     """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-
-
-def build_params_for(uri: str, build_params: dict) -> dict:
-    """Index build parameters in a form the server reads.
-
-    pymilvus 3 sends each parameter as its own key, and milvus-lite 3.2 reads only a JSON `params` key: it would
-    silently build with its defaults (nlist 128, M 16, efConstruction 200). For milvus-lite the parameters go
-    both ways (older pymilvus sends `params` itself; then the nested copy is an extra key, ignored).
-    """
-    if build_params and uri.endswith(".db"):
-        return {**build_params, "params": dict(build_params)}
-    return dict(build_params)
 
 
 def quote(text: str) -> str:
@@ -125,13 +113,13 @@ class ImageStore:
             raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
 
     def _check_meta(self) -> None:
-        raw = self.client.describe_collection(self.collection).get("properties", {}).get(META_KEY)
-        if raw is None:
+        description = self.client.describe_collection(self.collection).get("description", "")
+        if not description.startswith(META_PREFIX):
             raise StoreError(
                 f"collection {self.collection!r} at {self.config.uri} was not made by t2i; "
                 "choose another --collection name"
             )
-        found = json.loads(raw)
+        found = json.loads(description[len(META_PREFIX) :])
         if found.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(
                 f"collection {self.collection!r} has schema version {found.get('schema_version')}, this t2i "
@@ -147,12 +135,14 @@ class ImageStore:
 
     def _create(self) -> None:
         if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
-            # milvus-lite accepts any name on an empty collection, then fails in the background and stays exact
+            # checked before the collection is made: milvus-lite refuses them only at create_index
             raise StoreError(
                 f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
-                "or a Milvus server (--uri http://host:19530) for IVF_PQ, DISKANN or SCANN"
+                "or a Milvus server (--uri http://host:19530) for HNSW, IVF_SQ8, IVF_PQ, DISKANN and the rest"
             )
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
+        )
         schema.add_field("id", DataType.INT64, is_primary=True)
         for name, max_length in _TEXT_FIELDS.items():
             schema.add_field(name, DataType.VARCHAR, max_length=max_length)
@@ -162,17 +152,14 @@ class ImageStore:
             "embedding",
             index_type=self.config.index_type,
             metric_type=self.config.metric,
-            params=build_params_for(self.config.uri, dict(self.config.index_params)),
+            params=dict(self.config.index_params),
         )
-        self.client.create_collection(
+        self.client.create_collection(  # creates the index and loads the collection
             self.collection,
             schema=schema,
+            index_params=index,
             consistency_level="Strong",  # a search sees every insert before it
-            properties={META_KEY: json.dumps(self.meta)},
         )
-        # Built apart and not waited on: waiting asks for a timestamp milvus-lite does not implement.
-        self.client.create_index(self.collection, index, sync=False)
-        self.client.load_collection(self.collection)
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption; returns how many."""
@@ -215,7 +202,7 @@ class ImageStore:
         """Every row with ids in [low, high] and the given fields, however many there are.
 
         Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves.
-        (milvus-lite lacks the timestamp call that pymilvus's query_iterator needs.)
+        (milvus-lite lacks the timestamp call that pymilvus's query_iterator asks for.)
         """
         rows = self.client.query(
             self.collection, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=QUERY_WINDOW
