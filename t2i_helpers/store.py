@@ -100,7 +100,13 @@ class ImageStore:
     @staticmethod
     def _connect(config: Config) -> MilvusClient:
         if config.is_lite:
-            Path(config.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(config.uri).expanduser()
+            if path.is_dir():  # milvus-lite 3 kept a folder under this name; 2.5 keeps one file
+                raise StoreError(
+                    f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
+                    "and index again, or pass another file with --uri"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return MilvusClient(uri=config.uri, token=config.token)
         except MilvusException as err:

@@ -118,6 +118,12 @@ def test_lite_refuses_index_types_it_cannot_build(tmp_path):
         ImageStore(Config(uri=str(tmp_path / "s.db"), index_type="DISKANN"), "enc-a", 4)
 
 
+def test_a_milvus_lite_3_folder_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "old.db").mkdir()
+    with pytest.raises(StoreError, match="is a folder.*move it aside"):
+        ImageStore(Config(uri=str(tmp_path / "old.db")), "enc-a", 4)
+
+
 def test_index_build_parameters_reach_milvus_lite(tmp_path):
     config = Config(uri=str(tmp_path / "s.db"), index_type="IVF_FLAT", index_params={"nlist": 7})
     store = ImageStore(config, "enc-a", 8)
