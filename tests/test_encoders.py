@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_helpers.conse import imagenet_classes
+from t2i_helpers.conse import ConSEEncoder, imagenet_classes
 from t2i_helpers.encoders import Encoder, available_encoders, l2_normalize, load_encoder, to_rgb_array
+from t2i_helpers.operators import read_image
 
 rng = np.random.default_rng(0)
 
@@ -102,3 +103,14 @@ def test_lite0_variant_is_smaller_input(tmp_path):
     assert lite0.name == "conse-effnet-lite0-minilm"
     assert lite0.image_size == 224
     _unit_rows(lite0.encode_images([IMAGES["rgb"]]), 1, 384)
+
+
+def test_onnx_image_tower_gives_the_eager_torch_results(encoder, bundled):
+    """The default fast path (ONNX Runtime, scaling inside the graph) is the same model as eager PyTorch."""
+    images = [read_image(p)[1] for p in bundled.path[:16]]
+    eager = ConSEEncoder(backend="torch")
+    assert encoder.backend == "onnx" and eager.backend == "torch"
+    pixels = encoder.preprocess(images)
+    assert pixels.dtype == np.uint8 and pixels.shape == (16, 260, 260, 3)
+    np.testing.assert_allclose(encoder.logits(pixels), eager.logits(pixels), atol=1e-3)
+    np.testing.assert_allclose(encoder.encode_images(images), eager.encode_images(images), atol=1e-5)
