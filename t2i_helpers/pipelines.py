@@ -23,6 +23,7 @@ from .operators import IngestReport, Shared, ops, pipe  # importing operators re
 from .store import ImageStore
 
 MAX_QUERY_CHARS = 2000
+IMAGES_IN_FLIGHT = 128  # decoded ahead of the inserts at most (in whole batches, at least 2): bounds memory
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -78,7 +79,7 @@ def ingest(
         The report: added, unchanged, updated, removed and skipped (with reasons).
     """
     records = rows[["path", "label", "caption"]].to_dict("records")
-    report = IngestReport()
+    report = IngestReport(max_in_flight=max(2, IMAGES_IN_FLIGHT // batch_size))
     if sync_root is not None:
         report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
     try:

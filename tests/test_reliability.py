@@ -246,6 +246,7 @@ class _SlowEncoder:
 
 def test_decoding_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, monkeypatch):
     import t2i_helpers.operators as operators
+    import t2i_helpers.pipelines as pipelines
 
     encoder, decoded = _SlowEncoder(), []
     real_read = operators.read_image
@@ -256,6 +257,7 @@ def test_decoding_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, mon
         return real_read(path, max_side)
 
     monkeypatch.setattr(operators, "read_image", counting_read)
+    monkeypatch.setattr(pipelines, "IMAGES_IN_FLIGHT", 32)  # 8 batches of 4
     engine = SearchEngine.open(Config(uri=str(tmp_path / "flow.db"), batch_size=4), encoder)
     report = engine.index(bundled.head(200), progress=False)
     assert report.added + len(report.skipped) == 200
