@@ -5,9 +5,9 @@ it loses is measured as recall@k against the exact top k (`neighbour_recall`), w
 index alone and says nothing about whether the exact top k were right answers (that is `evaluate`'s job).
 
 The study loads one bare collection (id, embedding) into Milvus, then for each index type drops and rebuilds
-the index, reloads and sweeps its search parameter (milvus-lite 2.5 builds FLAT, IVF_FLAT and AUTOINDEX, and ignores
-the search parameter). The same sweeps
-run on faiss in this process (`backend="faiss"`) show what the index itself costs, without Milvus around it.
+the index, reloads and sweeps its search parameter (milvus-lite 2.5 builds FLAT, IVF_FLAT and AUTOINDEX, and
+ignores the search parameter). The same sweeps run on faiss in this process (`backend="faiss"`) show what the
+index itself costs, without Milvus around it, HNSW included.
 
 Example:
     >>> vectors = synthetic_embeddings(image_embeddings, 100_000)
