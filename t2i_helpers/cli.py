@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("source", help="folder or .csv; 'bundled' for the bundled photo set")
     index.add_argument("--reset", action="store_true", help="drop the collection first (its rows are lost)")
     index.add_argument("--sync", action="store_true", help="also remove rows of files deleted from SOURCE")
-    index.add_argument("--batch-size", type=int, default=8, help="images per forward pass and insert")
+    index.add_argument("--batch-size", type=int, default=Config.batch_size, help="images per batch (one insert)")
     _store_options(index)
 
     search = commands.add_parser("search", help="search the index with a text query")

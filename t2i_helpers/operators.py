@@ -198,7 +198,7 @@ def read_image(path: str | Path, max_side: int | None = None) -> tuple[int, np.n
 class ImageDecode:
     """Batch op: rows -> decoded images, read in parallel threads; bad files go to the report.
 
-    It waits while `report.in_flight` batches are decoded but not yet inserted: Towhee's queues hold up to
+    It waits while `report.max_in_flight` batches are decoded but not yet inserted: Towhee's queues hold up to
     1,000 rows, which would let decoding run thousands of images ahead of the model.
     """
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .config import Config
 from .encoders import Encoder
 from .operators import IngestReport, Shared, ops, pipe  # importing operators registers them with Towhee
 from .store import ImageStore
@@ -27,7 +28,13 @@ IMAGES_IN_FLIGHT = 128  # decoded ahead of the inserts at most (in whole batches
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def ingest_pipeline(encoder: Encoder, store: ImageStore, report: IngestReport, batch_size: int = 8, workers: int = 2):
+def ingest_pipeline(
+    encoder: Encoder,
+    store: ImageStore,
+    report: IngestReport,
+    batch_size: int = Config.batch_size,
+    workers: int = Config.decode_workers,
+):
     """A Towhee pipeline that takes a list of rows (dicts with path, label, caption) and indexes them.
 
     Images are decoded by `workers` threads, embedded `batch_size` at a time and inserted per batch. Bad
@@ -61,8 +68,8 @@ def ingest(
     rows: pd.DataFrame,
     encoder: Encoder,
     store: ImageStore,
-    batch_size: int = 8,
-    workers: int = 2,
+    batch_size: int = Config.batch_size,
+    workers: int = Config.decode_workers,
     progress: bool = True,
     sync_root: str | Path | None = None,
 ) -> IngestReport:
