@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from t2i_helpers.ann import latency_ms
 from t2i_helpers.config import Config
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.encoders import load_encoder
@@ -101,20 +102,8 @@ def make_photos(bundled: pd.DataFrame, folder: Path, count: int) -> pd.DataFrame
     return pd.DataFrame(rows[:count])
 
 
-def percentiles(seconds: list[float]) -> str:
-    ms = np.array(seconds) * 1000
+def percentiles(ms: np.ndarray) -> str:
     return f"p50 {np.percentile(ms, 50):6.2f} ms  p95 {np.percentile(ms, 95):6.2f} ms"
-
-
-def timed(fn, inputs: list) -> list[float]:
-    for item in inputs[:10]:  # warm-up
-        fn(item)
-    out = []
-    for item in inputs:
-        start = time.perf_counter()
-        fn(item)
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def main() -> None:
@@ -146,10 +135,10 @@ def measure(encoder, photos: pd.DataFrame, queries: list[str], uri: Path, top_k:
     )
     matrix = np.array([r["embedding"] for r in engine.store.scan(["embedding"])], np.float32)
     vectors = list(encoder.encode_texts(queries))
-    end_to_end = timed(lambda q: engine.search(q, top_k=top_k), queries)
-    text_only = timed(lambda q: encoder.encode_texts([q]), queries)
-    milvus = timed(lambda v: engine.store.search(v[None, :], top_k=top_k), vectors)
-    exact = timed(lambda v: np.argpartition(-(matrix @ v), top_k)[:top_k], vectors)
+    end_to_end = latency_ms(lambda q: engine.search(q, top_k=top_k), queries, warmup=10)
+    text_only = latency_ms(lambda q: encoder.encode_texts([q]), queries, warmup=10)
+    milvus = latency_ms(lambda v: engine.store.search(v[None, :], top_k=top_k), vectors, warmup=10)
+    exact = latency_ms(lambda v: np.argpartition(-(matrix @ v), top_k)[:top_k], vectors, warmup=10)
     print(f"  end to end (encoder + Towhee + Milvus): {percentiles(end_to_end)}")
     print(f"  text encoder alone:                     {percentiles(text_only)}")
     print(f"  Milvus search alone:                    {percentiles(milvus)}")
