@@ -1,6 +1,6 @@
 """The same code against a real Milvus server (PyPI `milvus`: an embedded Milvus 2.3 standalone, no Docker).
 
-`milvus` is a test-only install (`pip install --no-deps milvus==2.3.5`); without it these tests skip.
+The server comes from the `server` extra (`pip install -e ".[server]"`); without it these tests skip.
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ import pytest
 from t2i_helpers.api import BackgroundServer, create_api
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.milvus_server import milvus_server, server_available
 from t2i_helpers.store import EncoderMismatchError, ImageStore
 
-milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
+pytestmark = pytest.mark.skipif(not server_available(), reason='the server tests need pip install -e ".[server]"')
 
 
 @pytest.fixture(scope="module")
-def server_uri(tmp_path_factory):
-    """A Milvus standalone server on 127.0.0.1, on free ports, with its data in a temp folder."""
-    server = milvus.MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.start()  # returns when the server answers its health check (about 7 s)
-    yield f"http://127.0.0.1:{server.listen_port}"
-    server.stop()
+def server_uri():
+    """A Milvus standalone server on 127.0.0.1, on free ports, with its data in a temp folder (about 8 s)."""
+    with milvus_server() as uri:
+        yield uri
 
 
 @pytest.fixture
