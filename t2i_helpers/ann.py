@@ -337,7 +337,7 @@ def index_support(
     index_types: Sequence[str] = INDEX_TYPES,
     top_k: int = 10,
     uri: str | None = None,
-    timeout_s: int = 30,
+    timeout_s: int = 60,
 ) -> pd.DataFrame:
     """Which index types this Milvus builds: try each on `vectors` and report recall@k against exact search.
 
