@@ -59,7 +59,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .config import Config
 from .engine import SearchEngine
-from .operators import ImageError, content_id, decode_image, shrink
+from .images import ImageError, content_id, decode_image, shrink
 from .store import Hit, StoreError
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("source", help="folder or .csv; 'bundled' for the bundled photo set")
     index.add_argument("--reset", action="store_true", help="drop the collection first (its rows are lost)")
     index.add_argument("--sync", action="store_true", help="also remove rows of files deleted from SOURCE")
+    index.add_argument(
+        "--verify", action="store_true", help="read and hash every file, also those whose size and time are unchanged"
+    )
     index.add_argument("--batch-size", type=int, default=Config.batch_size, help="images per batch (one insert)")
     _store_options(index)
 
@@ -83,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
             engine = _engine(args, batch_size=args.batch_size)
-            report = engine.index(source, sync=args.sync)
+            report = engine.index(source, sync=args.sync, verify=args.verify)
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-            print(report.summary())
+            print(f"{report.summary()}; {report.throughput()}")
         elif args.command == "search":
             engine = _engine(args)
             query = engine.prepare_query(args.query)

@@ -25,7 +25,7 @@ from .config import Config
 from .encoders import Encoder, load_encoder
 from .engine import SearchEngine
 from .evaluate import hit_rate_at_k, rank, reciprocal_rank, relevance_matrix
-from .operators import read_image
+from .images import read_image
 
 
 class Candidate(NamedTuple):

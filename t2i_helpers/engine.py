@@ -19,7 +19,8 @@ import pandas as pd
 from .config import Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
-from .operators import IngestReport, read_image
+from .images import MAX_SIDE, Thumbnails, read_image
+from .operators import IngestReport
 from .pipelines import Query, ingest, prepare_query, search_pipeline
 from .store import Hit, ImageStore
 
@@ -29,6 +30,7 @@ class SearchEngine:
 
     def __init__(self, config: Config, encoder: Encoder, store: ImageStore) -> None:
         self.config, self.encoder, self.store = config, encoder, store
+        self.thumbnails = Thumbnails(config.thumbnail_dir, config.thumbnail_size or Thumbnails.size)
         self._search = search_pipeline(encoder, store)
 
     @classmethod
@@ -46,11 +48,14 @@ class SearchEngine:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
 
-    def index(self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False) -> IngestReport:
+    def index(
+        self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False, verify: bool = False
+    ) -> IngestReport:
         """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.
 
         Args:
             sync: also remove rows of files that are gone from the folder (or from the CSV's folder).
+            verify: read and hash every file, also those whose size and modification time are unchanged.
         """
         if isinstance(source, pd.DataFrame):
             if sync:
@@ -67,6 +72,8 @@ class SearchEngine:
             self.config.decode_workers,
             progress,
             sync_root=root if sync else None,
+            verify=verify,
+            thumbnails=self.thumbnails if self.config.thumbnail_size else None,
         )
 
     def prepare_query(self, text: str) -> Query:
@@ -83,7 +90,7 @@ class SearchEngine:
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
         if isinstance(image, (str, Path)):
-            image = read_image(image)[1]
+            image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]  # as ingest reads it
         return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
 
     def search_vector(self, embedding: np.ndarray, top_k: int | None = None, category: str | None = None) -> list[Hit]:

@@ -42,7 +42,7 @@ import pandas as pd
 from .config import Config
 from .datasets import DatasetError, load_bundled, load_source
 from .encoders import Encoder, l2_normalize, load_encoder
-from .operators import content_id
+from .images import content_id
 from .pipelines import ingest, prepare_query
 from .store import ImageStore, StoreError
 

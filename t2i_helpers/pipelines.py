@@ -1,6 +1,7 @@
 """Towhee pipelines for ingest and search, built from the local operators (taught in notebook 01).
 
-    ingest:  rows -> window of N -> decode (threads) -> drop stored -> embed images -> insert into Milvus
+    ingest:  rows -> skip files whose size and mtime are stored -> window of N
+             -> read, hash, skip stored, decode (threads) -> embed images -> insert into Milvus
     search:  text -> embed text -> search Milvus -> hits
 
 Example:
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,11 +22,12 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .encoders import Encoder
+from .images import Thumbnails
 from .operators import IngestReport, Shared, ops, pipe  # importing operators registers them with Towhee
 from .store import ImageStore
 
 MAX_QUERY_CHARS = 2000
-IMAGES_IN_FLIGHT = 128  # decoded ahead of the inserts at most (in whole batches, at least 2): bounds memory
+IMAGES_IN_FLIGHT = 128  # read ahead of the inserts at most (in whole batches, at least 2): bounds memory
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -34,19 +37,28 @@ def ingest_pipeline(
     report: IngestReport,
     batch_size: int = Config.batch_size,
     workers: int = Config.decode_workers,
+    thumbnails: Thumbnails | None = None,
 ):
-    """A Towhee pipeline that takes a list of rows (dicts with path, label, caption) and indexes them.
+    """A Towhee pipeline that takes a list of rows (dicts with path, label, caption, size, mtime_ns) and
+    indexes them.
 
-    Images are decoded by `workers` threads, embedded `batch_size` at a time and inserted per batch. Bad
-    files, already stored images and duplicates are counted in `report`, never raised.
+    Files are read, hashed and decoded by `workers` threads (JPEGs at the scale the encoder reads, its
+    `image_size`), embedded `batch_size` at a time and inserted per batch. Bad files, already stored images
+    and duplicates are counted in `report`, never raised.
     """
+    load = ops.t2i.image_load(
+        store=Shared(store),
+        report=Shared(report),
+        workers=workers,
+        min_side=getattr(encoder, "image_size", None),
+        thumbnails=thumbnails,
+    )
     encoder, store, report = Shared(encoder), Shared(store), Shared(report)
     return (
         pipe.input("rows")
         .flat_map("rows", "row", lambda rows: rows)
         .window("row", "batch", batch_size, batch_size, lambda rows: list(rows))
-        .map("batch", "items", ops.t2i.image_decode(report=report, workers=workers))
-        .map("items", "items", ops.t2i.drop_existing(store=store, report=report))
+        .map("batch", "items", load)
         .map("items", "embeddings", ops.t2i.image_embedding(encoder=encoder, report=report))
         .map(("items", "embeddings", "batch"), "inserted", ops.t2i.milvus_insert(store=store, report=report))
         .output("inserted")
@@ -72,27 +84,36 @@ def ingest(
     workers: int = Config.decode_workers,
     progress: bool = True,
     sync_root: str | Path | None = None,
+    verify: bool = False,
+    thumbnails: Thumbnails | None = None,
 ) -> IngestReport:
     """Index a dataset (columns path, label, caption) through the ingest pipeline, then flush.
 
-    Incremental and resumable: images are keyed by content hash, so stored ones are not embedded again, a
+    Incremental and resumable: a file whose path, size and modification time match its stored row is
+    unchanged without being opened; other files are hashed, so stored images are not embedded again, a
     changed file replaces its old row, and a run killed part way is completed by running it again.
 
     Args:
         sync_root: if given, first remove stored rows under this folder whose path is not in `rows`
             (files deleted since the last run).
+        verify: read and hash every file, even those whose size and modification time are stored.
+        thumbnails: where to write each new image's thumbnail; None writes none.
 
     Returns:
-        The report: added, unchanged, updated, removed and skipped (with reasons).
+        The report: added, unchanged, updated, removed and skipped (with reasons), and the time it took.
     """
-    records = rows[["path", "label", "caption"]].to_dict("records")
+    started = time.perf_counter()
+    records = [{**row, **file_state(row["path"])} for row in rows[["path", "label", "caption"]].to_dict("records")]
     report = IngestReport(max_in_flight=max(2, IMAGES_IN_FLIGHT // batch_size))
     if sync_root is not None:
         report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
+    todo = records if verify else skip_unchanged(records, store, report)
     try:
-        with tqdm(total=len(records), unit="img", desc="ingest", disable=not progress) as bar:
-            report.progress = bar
-            ingest_pipeline(encoder, store, report, batch_size, workers)(records).to_list()
+        if todo:
+            unchanged = len(records) - len(todo)
+            with tqdm(total=len(records), initial=unchanged, unit="img", desc="ingest", disable=not progress) as bar:
+                report.progress = bar
+                ingest_pipeline(encoder, store, report, batch_size, workers, thumbnails)(todo).to_list()
     except Exception as err:
         cause = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # Towhee wraps the node's traceback
         raise IngestError(
@@ -103,7 +124,29 @@ def ingest(
     finally:
         report.progress = None
         store.flush()  # also after a failure: what was inserted is counted and searchable
+        report.finish(started, len(records))
     return report
+
+
+def file_state(path: str) -> dict[str, int]:
+    """A file's size and modification time (ns) as stored beside its row; -1 for a file that cannot be seen."""
+    try:
+        stat = os.stat(path)
+    except OSError:  # reading it will say why
+        return {"size": -1, "mtime_ns": -1}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def skip_unchanged(records: list[dict], store: ImageStore, report: IngestReport) -> list[dict]:
+    """The records whose file is not stored with the same size and modification time; counts the others."""
+    known = store.file_states(r["path"] for r in records)
+    todo = [
+        r
+        for r in records
+        if r["size"] < 0 or (k := known.get(r["path"])) is None or (k.size, k.mtime_ns) != (r["size"], r["mtime_ns"])
+    ]
+    report.add(unchanged=len(records) - len(todo))
+    return todo
 
 
 class IngestError(RuntimeError):

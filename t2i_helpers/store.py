@@ -2,7 +2,9 @@
 
 The same code serves an embedded milvus-lite file (`data/t2i.db`) and a Milvus server, cluster or managed
 Milvus (`http://host:19530` plus a token). The collection records which encoder made its vectors, and the
-store refuses to mix encoders. Existing data is never dropped unless `reset=True`.
+store refuses to mix encoders. Existing data is never dropped unless `reset=True`. Each row keeps its file's
+size and modification time, so a re-index skips unchanged files without opening them; a collection of an
+older schema is migrated in place when it is opened, through a backup collection, so no row is ever lost.
 
 Example:
     >>> store = ImageStore.open(Config(), encoder)          # creates or checks the collection
@@ -24,14 +26,17 @@ from pymilvus.exceptions import MilvusException
 from .config import Config
 from .encoders import Encoder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added size and mtime_ns; version 1 collections are migrated on open
 META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
 # Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
 LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
 _TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
+_FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
 _OUTPUT_FIELDS = list(_TEXT_FIELDS)
+INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
+VECTOR_WINDOW = 2048  # rows per query when vectors come back too (a 1024-d window is 8 MB)
 
 
 class Hit(NamedTuple):
@@ -42,6 +47,14 @@ class Hit(NamedTuple):
     path: str
     label: str
     caption: str
+
+
+class FileState(NamedTuple):
+    """What the store knows of one file: its row's id (content hash), size and modification time."""
+
+    id: int
+    size: int
+    mtime_ns: int
 
 
 class StoreError(RuntimeError):
@@ -80,14 +93,22 @@ class ImageStore:
         self.config, self.collection = config, config.collection
         self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
         self.client = self._connect(config)
-        if reset and self.client.has_collection(self.collection):
-            self.client.drop_collection(self.collection)
+        self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         try:
-            if self.client.has_collection(self.collection):
-                self._check_meta()
+            if reset:
+                for name in (self.collection, self._backup):
+                    if self.client.has_collection(name):
+                        self.client.drop_collection(name)
+            if self.client.has_collection(self._backup):  # a migration was cut off: finish it
+                self._check_meta(self._backup, SCHEMA_VERSION)
+                self._migrate()
+            elif self.client.has_collection(self.collection):
+                version = self._check_meta(self.collection, SCHEMA_VERSION, 1)
                 self.client.load_collection(self.collection)  # a reopened collection starts released
+                if version == 1:
+                    self._migrate()
             else:
-                self._create()
+                self._create(self.collection)
         except Exception:
             self.close()  # a refused store must not keep the file locked
             raise
@@ -118,18 +139,19 @@ class ImageStore:
                 ) from err
             raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
 
-    def _check_meta(self) -> None:
-        description = self.client.describe_collection(self.collection).get("description", "")
+    def _check_meta(self, name: str, *versions: int) -> int:
+        """Refuse a collection not made by t2i, of another schema version or of another encoder; its version."""
+        description = self.client.describe_collection(name).get("description", "")
         if not description.startswith(META_PREFIX):
             raise StoreError(
-                f"collection {self.collection!r} at {self.config.uri} was not made by t2i; "
-                "choose another --collection name"
+                f"collection {name!r} at {self.config.uri} was not made by t2i; choose another --collection name"
             )
         found = json.loads(description[len(META_PREFIX) :])
-        if found.get("schema_version") != SCHEMA_VERSION:
+        version = found.get("schema_version")
+        if version not in versions:
             raise StoreError(
-                f"collection {self.collection!r} has schema version {found.get('schema_version')}, this t2i "
-                f"writes {SCHEMA_VERSION}: re-index it with `t2i index ... --reset`"
+                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION} and 1: "
+                "upgrade t2i to the version that wrote it, or index into another --collection"
             )
         if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
             raise EncoderMismatchError(
@@ -138,8 +160,43 @@ class ImageStore:
                 f"Search it with --encoder {found['encoder']}, or index into another --collection, "
                 f"or rebuild it with `t2i index ... --reset` (drops its rows)."
             )
+        return version
 
-    def _create(self) -> None:
+    def _migrate(self) -> None:
+        """Bring a version-1 collection to this schema in place; every step can be cut off and run again.
+
+        milvus-lite can neither add fields nor rename collections, so the rows are copied into a backup
+        collection of this schema, the collection is made anew and the rows copied back (size and mtime not
+        known: the next index re-reads those files once); the backup is dropped only when every row is back.
+        """
+        if not self.client.has_collection(self._backup):
+            self._create(self._backup)
+            self._copy_rows(self.collection, self._backup)
+            self.client.drop_collection(self.collection)
+        self.client.load_collection(self._backup)
+        if self.client.has_collection(self.collection):
+            self.client.load_collection(self.collection)
+        else:
+            self._create(self.collection)
+        self._copy_rows(self._backup, self.collection)
+        self.client.drop_collection(self._backup)
+
+    def _copy_rows(self, source: str, target: str) -> None:
+        """Upsert every row of `source` into `target` (fields `source` lacks are -1, not known); check the count."""
+        rows = self.scan(["id", *_TEXT_FIELDS, "embedding"], collection=source, window=VECTOR_WINDOW)
+        for row in rows:
+            row.setdefault("size", -1)
+            row.setdefault("mtime_ns", -1)
+        for lo in range(0, len(rows), INSERT_CHUNK):
+            self.client.upsert(target, rows[lo : lo + INSERT_CHUNK])
+        self.client.flush(target)
+        if self._count(target) != len(rows):
+            raise StoreError(
+                f"copying collection {source!r} into {target!r} left {self._count(target)} of {len(rows)} rows; "
+                f"{source!r} is kept: open the store again to retry"
+            )
+
+    def _create(self, name: str) -> None:
         if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
             # checked before the collection is made: milvus-lite refuses them only at create_index
             raise StoreError(
@@ -150,8 +207,10 @@ class ImageStore:
             auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
         )
         schema.add_field("id", DataType.INT64, is_primary=True)
-        for name, max_length in _TEXT_FIELDS.items():
-            schema.add_field(name, DataType.VARCHAR, max_length=max_length)
+        for field, max_length in _TEXT_FIELDS.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=max_length)
+        for field in _FILE_FIELDS:
+            schema.add_field(field, DataType.INT64)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
         index = self.client.prepare_index_params()
         index.add_index(
@@ -161,14 +220,14 @@ class ImageStore:
             params=dict(self.config.index_params),
         )
         self.client.create_collection(  # creates the index and loads the collection
-            self.collection,
+            name,
             schema=schema,
             index_params=index,
             consistency_level="Strong",  # a search sees every insert before it
         )
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
-        """Insert (or overwrite) rows with keys id, path, label, caption; returns how many."""
+        """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
         if len(rows) != len(embeddings):
             raise ValueError(f"{len(rows)} rows but {len(embeddings)} embeddings")
         if len(rows) == 0:
@@ -177,6 +236,7 @@ class ImageStore:
             {
                 "id": int(row["id"]),
                 **{k: clip_text(str(row.get(k) or ""), n) for k, n in _TEXT_FIELDS.items()},
+                **{k: int(row.get(k, -1)) for k in _FILE_FIELDS},
                 "embedding": vector.tolist(),
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
@@ -195,37 +255,65 @@ class ImageStore:
         rows = self.client.query(self.collection, filter=f"id in {ids}", output_fields=["id"])
         return {int(r["id"]) for r in rows}
 
-    def ids_for_paths(self, paths: Iterable[str]) -> dict[str, int]:
-        """The stored id of each of `paths` that is stored."""
-        paths = list(paths)
-        if not paths:
-            return {}
-        listed = ", ".join(quote(p) for p in paths)
-        rows = self.client.query(self.collection, filter=f"path in [{listed}]", output_fields=["id", "path"])
-        return {r["path"]: int(r["id"]) for r in rows}
+    def file_states(self, paths: Iterable[str], chunk: int = 512) -> dict[str, FileState]:
+        """What is stored for each of `paths` that is stored: id, size and modification time."""
+        paths, found = list(paths), {}
+        for lo in range(0, len(paths), chunk):
+            listed = ", ".join(quote(p) for p in paths[lo : lo + chunk])
+            rows = self.client.query(
+                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *_FILE_FIELDS]
+            )
+            found.update({r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"])) for r in rows})
+        return found
 
-    def scan(self, fields: list[str], low: int = 0, high: int = (1 << 63) - 1) -> list[dict]:
+    def set_files(self, rows: Sequence[dict]) -> None:
+        """Point stored rows (by `id`) at a file's `path`, `size` and `mtime_ns` again, keeping vector and text.
+
+        For a file whose bytes are indexed already but whose size or time changed (touched or copied back), or
+        that moved from a path that is gone, so that the next index skips it without opening it.
+        """
+        changes = {int(r["id"]): r for r in rows}
+        if not changes:
+            return
+        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *_TEXT_FIELDS, "embedding"])
+        updated = []
+        for row in map(dict, stored):
+            change = changes[int(row["id"])]
+            path = clip_text(str(change["path"]), _TEXT_FIELDS["path"])
+            updated.append({**row, "path": path, **{k: int(change[k]) for k in _FILE_FIELDS}})
+        if updated:
+            self.client.upsert(self.collection, updated)
+
+    def scan(
+        self,
+        fields: list[str],
+        low: int = 0,
+        high: int = (1 << 63) - 1,
+        collection: str | None = None,
+        window: int = QUERY_WINDOW,
+    ) -> list[dict]:
         """Every row with ids in [low, high] and the given fields, however many there are.
 
         Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves.
         (milvus-lite lacks the timestamp call that pymilvus's query_iterator asks for.)
         """
-        rows = self.client.query(
-            self.collection, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=QUERY_WINDOW
-        )
-        if len(rows) < QUERY_WINDOW or low == high:
+        name = collection or self.collection
+        rows = self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window)
+        if len(rows) < window or low == high:
             return rows
         middle = (low + high) // 2
-        return self.scan(fields, low, middle) + self.scan(fields, middle + 1, high)
+        return self.scan(fields, low, middle, name, window) + self.scan(fields, middle + 1, high, name, window)
 
     def paths(self) -> dict[int, str]:
         """Every stored id with its path."""
         return {int(r["id"]): r["path"] for r in self.scan(["path"])}
 
     def get(self, ids: Iterable[int]) -> list[dict]:
-        """The stored rows (without vectors) for `ids`; missing ids are left out."""
+        """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns; missing ids are
+        left out."""
         ids = [int(i) for i in ids]
-        return list(self.client.get(self.collection, ids=ids, output_fields=["id", *_OUTPUT_FIELDS])) if ids else []
+        fields = ["id", *_TEXT_FIELDS, *_FILE_FIELDS]
+        return list(self.client.get(self.collection, ids=ids, output_fields=fields)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:
         """Delete rows by id (missing ids are ignored)."""
@@ -235,8 +323,10 @@ class ImageStore:
 
     def count(self) -> int:
         """Number of rows, exact (Strong consistency)."""
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        return self._count(self.collection)
+
+    def _count(self, name: str) -> int:
+        return int(self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def categories(self) -> list[str]:
         """The distinct non-empty labels, sorted."""

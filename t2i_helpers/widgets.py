@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .engine import SearchEngine
-from .operators import ImageError, read_image
+from .images import ImageError, read_image
 from .store import Hit
 
 ALL_CATEGORIES = ""  # the dropdown value that means "no filter"

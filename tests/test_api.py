@@ -16,7 +16,7 @@ from PIL import Image
 from t2i_helpers.api import BackgroundServer, create_api, measure_search_latency
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.operators import content_id
+from t2i_helpers.images import content_id
 from t2i_helpers.pipelines import MAX_QUERY_CHARS
 
 from .conftest import T2I

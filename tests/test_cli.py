@@ -6,7 +6,7 @@ import subprocess
 
 from t2i_helpers.cli import main
 
-from .conftest import T2I, write_bad_files
+from .conftest import T2I, index_counts, write_bad_files
 
 
 def test_index_twice_then_search_and_info(tmp_path, image_folder, capsys):
@@ -14,10 +14,10 @@ def test_index_twice_then_search_and_info(tmp_path, image_folder, capsys):
     write_bad_files(image_folder)
     assert main(["index", str(image_folder), "--uri", uri]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().splitlines()[-1] == "added 9, unchanged 0, updated 0, removed 0, skipped 4"
+    assert index_counts(out) == "added 9, unchanged 0, updated 0, removed 0, skipped 4"
     assert "truncated.png" in err and "empty file" in err
     assert main(["index", str(image_folder), "--uri", uri]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "added 0, unchanged 9, updated 0, removed 0, skipped 4"
+    assert index_counts(capsys.readouterr().out) == "added 0, unchanged 9, updated 0, removed 0, skipped 4"
 
     assert main(["search", "a car", "-k", "3", "--uri", uri, "--category", "vehicles"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -47,5 +47,5 @@ def test_console_script_runs_with_env_uri(tmp_path, image_folder):
     env = {**os.environ, "T2I_MILVUS_URI": env_uri}
     done = subprocess.run([T2I, "index", str(image_folder)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
+    assert index_counts(done.stdout) == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
     assert (tmp_path / "env.db").exists()

@@ -43,7 +43,7 @@ from t2i_helpers.evaluate import (
     relevance_matrix,
     run_eval,
 )
-from t2i_helpers.operators import content_id
+from t2i_helpers.images import content_id
 from t2i_helpers.store import ImageStore, StoreError
 
 # ---------------------------------------------------------------- metrics, worked by hand
