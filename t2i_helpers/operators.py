@@ -113,9 +113,14 @@ class IngestReport:
             f"removed {self.removed}, skipped {len(self.skipped)}"
         )
 
+    @property
+    def images_per_s(self) -> float:
+        """Files looked at per second of the whole ingest."""
+        return self.files / self.seconds if self.seconds > 0 else 0.0
+
     def throughput(self) -> str:
         """How fast it went, e.g. `785 files in 5.1 s (154 images/s)`."""
-        rate = self.files / self.seconds if self.seconds > 0 else 0.0
+        rate = self.images_per_s
         return f"{self.files} files in {self.seconds:.1f} s ({rate:.{0 if rate >= 10 else 1}f} images/s)"
 
     def finish(self, started: float, files: int) -> None:
