@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info)
 
-    from .api import add_serve_command
     from .evaluate import add_eval_command
+    from .server import add_serve_command
 
     add_eval_command(commands)
     _store_options(add_serve_command(commands))
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "serve":
-            from .api import run_serve
+            from .server import run_serve
 
             return run_serve(args)
         if args.command == "data":

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.api import create_api
+from t2i_helpers.server import BackgroundServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -9,9 +9,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.api import create_api
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.server import BackgroundServer
 from t2i_helpers.store import EncoderMismatchError, ImageStore
 
 milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
