@@ -24,7 +24,8 @@ import torch
 from .config import Config
 from .encoders import Encoder, load_encoder
 from .engine import SearchEngine
-from .evaluate import hit_rate_at_k, rank, reciprocal_rank, relevance_matrix
+from .evaluate import rank
+from .metrics import hit_rate_at_k, reciprocal_rank, relevance_matrix
 from .operators import read_image
 
 

@@ -28,7 +28,7 @@ import torch
 
 from .conse import softmax
 from .encoders import l2_normalize
-from .evaluate import exact_top_k, hit_rate_at_k, relevance_matrix
+from .metrics import exact_top_k, hit_rate_at_k, relevance_matrix
 from .operators import read_image
 
 
