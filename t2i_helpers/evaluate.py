@@ -28,8 +28,8 @@ import pandas as pd
 from .config import Config
 from .datasets import DatasetError
 from .encoders import Encoder, load_encoder
+from .engine import SearchEngine
 from .metrics import exact_top_k, metrics_table, relevance_matrix
-from .pipelines import ingest
 from .queries import (
     DEFAULT_TEMPLATES,
     ENSEMBLE_TEMPLATES,
@@ -66,7 +66,8 @@ def release_lite(uri: str) -> None:
 
 
 def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bool = False) -> None:
-    """Ingest the images the store lacks; then the collection must hold exactly `data`'s images.
+    """Index the images the store lacks, as every index is made (`SearchEngine.index`); then the collection must
+    hold exactly `data`'s images.
 
     Raises:
         StoreError: an image could not be indexed, or the collection holds other images too (they would
@@ -77,7 +78,8 @@ def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bo
     report = None
     if stored != wanted:
         todo = data.images[~data.images.image_id.isin(stored)]
-        report = ingest(todo, encoder, store, store.config.batch_size, store.config.decode_workers, progress)
+        engine = SearchEngine(store.config.with_(encoder=encoder.name), encoder, store)
+        report = engine.index(todo, progress=progress)
         stored = _stored_ids(store, wanted)
     if stored != wanted:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in (report.skipped if report else [])[:3])
