@@ -1,5 +1,7 @@
 """The `t2i` command: fetch data, index images, search, inspect (the README's quick start).
 
+Only `t2i index` creates a collection; `search` and `info` open one that exists, with the encoder it records.
+
 Example:
     $ t2i data                                # fetch the bundled photo set
     $ t2i index data/tuxpaint/stamps.csv      # ... added 784, unchanged 0, updated 0, removed 0, skipped 1
@@ -16,11 +18,14 @@ from .config import Config
 from .encoders import available_encoders
 
 
-def _store_options(parser: argparse.ArgumentParser) -> None:
+def _store_options(parser: argparse.ArgumentParser, encoder_help: str | None = None) -> None:
     parser.add_argument("--uri", help="milvus-lite file or http://host:19530 (default: $T2I_MILVUS_URI or data/t2i.db)")
     parser.add_argument("--token", help="Milvus token for a server (default: $T2I_MILVUS_TOKEN)")
     parser.add_argument("--collection", help="collection name (default: t2i_images)")
-    parser.add_argument("--encoder", help=f"encoder name: {', '.join(available_encoders())}")
+    parser.add_argument("--encoder", help=encoder_help or f"encoder name: {', '.join(available_encoders())}")
+
+
+_RECORDED = "encoder name (default: the one the collection was built with)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(index)
 
     search = commands.add_parser("search", help="search the index with a text query")
-    search.add_argument("query")
+    search.add_argument("query", help="what the picture shows, e.g. 'a red kangaroo'")
     search.add_argument("-k", "--top-k", type=int, default=5)
     search.add_argument("--category", help="only images with this label")
-    _store_options(search)
+    _store_options(search, _RECORDED)
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
-    _store_options(info)
+    _store_options(info, _RECORDED)
 
     from .evaluate import add_eval_command
     from .server import add_serve_command
@@ -55,11 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine(args: argparse.Namespace, **config: object):
-    from .engine import SearchEngine
-
-    cfg = Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder, **config)
-    return SearchEngine.open(cfg, reset=getattr(args, "reset", False))
+def _config(args: argparse.Namespace, **config: object) -> Config:
+    return Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder, **config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,22 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
             return 0
+        from .engine import SearchEngine
+
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
-            engine = _engine(args, batch_size=args.batch_size)
+            engine = SearchEngine.open(_config(args, batch_size=args.batch_size), reset=args.reset)
             report = engine.index(source, sync=args.sync)
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
             print(report.summary())
         elif args.command == "search":
-            engine = _engine(args)
+            engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             query = engine.prepare_query(args.query)
             if query.notice:
                 print(f"t2i: note: {query.notice}", file=sys.stderr)
             for rank, hit in enumerate(engine.search(query.text, args.top_k, args.category), start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:
-            engine = _engine(args)
+            engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             for key, value in engine.info().items():
                 print(f"{key}: {value}")
         engine.close()

@@ -16,12 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import DEFAULT_COLLECTION, Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
 from .operators import IngestReport, read_image
 from .pipelines import Query, ingest, prepare_query, search_pipeline
-from .store import Hit, ImageStore
+from .store import Hit, ImageStore, StoreError, read_meta
+
+
+class NoIndexError(StoreError):
+    """There is no collection at this address yet; the message says how to make one."""
 
 
 class SearchEngine:
@@ -45,6 +49,28 @@ class SearchEngine:
         if encoder.name != config.encoder:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
+
+    @classmethod
+    def open_index(cls, config: Config, encoder: str | None = None) -> SearchEngine:
+        """Open a collection that exists, with the encoder it was built with; creates nothing.
+
+        Args:
+            config: where the index lives; its `encoder` is ignored: the collection records its own.
+            encoder: an encoder name that overrides the recorded one (`t2i search --encoder`); a different
+                encoder is refused with `EncoderMismatchError`.
+
+        Raises:
+            NoIndexError: there is no such collection yet (nor, for milvus-lite, a file): `t2i index` makes one.
+        """
+        meta = read_meta(config)
+        if meta is None:
+            where = "" if config.uri == Config(data_dir=config.data_dir).uri else f" --uri {config.uri}"
+            where += f" --collection {config.collection}" if config.collection != DEFAULT_COLLECTION else ""
+            raise NoIndexError(
+                f"there is no index at {config.uri} (collection {config.collection!r}) yet: make one with "
+                f"`t2i index FOLDER_OR_CSV{where}`, or `t2i index bundled{where}` for the bundled photos"
+            )
+        return cls.open(config.with_(encoder=encoder or meta["encoder"]))
 
     def index(self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False) -> IngestReport:
         """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.

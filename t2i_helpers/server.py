@@ -29,7 +29,7 @@ from fastapi.responses import RedirectResponse
 
 from .api import create_api
 from .config import Config
-from .engine import SearchEngine
+from .engine import NoIndexError, SearchEngine
 
 
 class BackgroundServer:
@@ -148,7 +148,12 @@ def run_serve(args: argparse.Namespace) -> int:
     api, ui = (args.api, args.ui) if args.api or args.ui else (True, True)
     max_upload_bytes = int(args.max_upload_mb * (1 << 20))
     config = Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder)
-    engine = SearchEngine.open(config)
+    try:  # a collection that exists is searched with the encoder it was built with
+        engine = SearchEngine.open_index(config, encoder=args.encoder)
+    except NoIndexError:
+        if not api:  # the web app alone cannot add pictures: say how to make an index
+            raise
+        engine = SearchEngine.open(config)  # a new, empty collection, for POST /index to fill
     try:
         if api:
             app = create_api(engine, upload_dir=args.upload_dir, max_upload_bytes=max_upload_bytes)
