@@ -6,6 +6,7 @@ Example:
     $ t2i data                                # fetch the bundled photo set
     $ t2i index data/tuxpaint/stamps.csv      # ... added 784, unchanged 0, updated 0, removed 0, skipped 1
     $ t2i search "a red kangaroo" -k 3
+    $ t2i search --image data/tuxpaint/.../kangaroo.png -k 3
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=Config.batch_size, help="images per batch (one insert)")
     _store_options(index)
 
-    search = commands.add_parser("search", help="search the index with a text query")
-    search.add_argument("query", help="what the picture shows, e.g. 'a red kangaroo'")
+    search = commands.add_parser("search", help="search the index with a text query, or with a picture (--image)")
+    search.add_argument("query", nargs="?", help="what the picture shows, e.g. 'a red kangaroo'")
+    search.add_argument("--image", metavar="PATH", help="find pictures like this one instead of a text query")
     search.add_argument("-k", "--top-k", type=int, default=5)
     search.add_argument("--category", help="only images with this label")
     _store_options(search, _RECORDED)
@@ -66,7 +68,10 @@ def _config(args: argparse.Namespace, **config: object) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and (args.query is None) == (args.image is None):
+        parser.error("search takes a text query or --image PATH (one of them)")
     if args.command == "eval":
         from .evaluate import run_eval
 
@@ -83,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(fetch_tuxpaint(deb=args.deb))
             return 0
         from .engine import SearchEngine
+        from .operators import ImageError
 
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
@@ -93,10 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(report.summary())
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
-            query = engine.prepare_query(args.query)
-            if query.notice:
-                print(f"t2i: note: {query.notice}", file=sys.stderr)
-            for rank, hit in enumerate(engine.search(query.text, args.top_k, args.category), start=1):
+            if args.image is not None:
+                try:
+                    hits = engine.search_image(args.image, args.top_k, args.category)
+                except ImageError as err:
+                    raise ImageError(f"cannot read {args.image}: {err}") from err
+            else:
+                query = engine.prepare_query(args.query)
+                if query.notice:
+                    print(f"t2i: note: {query.notice}", file=sys.stderr)
+                hits = engine.search(query.text, args.top_k, args.category)
+            for rank, hit in enumerate(hits, start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)

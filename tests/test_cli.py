@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from pymilvus import MilvusClient
 
 from t2i_helpers.cli import main
@@ -84,3 +85,20 @@ def test_search_loads_the_encoder_the_collection_was_built_with(tmp_path, image_
     assert main(["search", "a car", "--uri", uri, "--encoder", "conse-effnet-minilm"]) == 1  # told otherwise
     assert f"--encoder {other}" in capsys.readouterr().err
 
+
+def test_search_by_image(tmp_path, image_folder, capsys):
+    uri = str(tmp_path / "cli.db")
+    assert main(["index", str(image_folder), "--uri", uri]) == 0
+    capsys.readouterr()
+    picture = sorted((image_folder / "animals").glob("*.png"))[1]
+    assert main(["search", "--image", str(picture), "-k", "3", "--uri", uri]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["1", "1.000", str(picture)]
+    assert main(["search", "--image", str(tmp_path / "gone.png"), "--uri", uri]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"t2i: error: cannot read {tmp_path / 'gone.png'}: file not found (or a broken link)"
+    )
+    with pytest.raises(SystemExit) as usage:  # a text query and a picture at once
+        main(["search", "a dog", "--image", str(picture), "--uri", uri])
+    assert usage.value.code == 2 and "a text query or --image PATH" in capsys.readouterr().err
