@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .evaluate import run_eval
 
         return run_eval(args)
+    from pymilvus.exceptions import MilvusException
+
     from .datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
     from .store import StoreError
 
@@ -116,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, value in engine.info().items():
                 print(f"{key}: {value}")
         engine.close()
-    except (DatasetError, StoreError, ValueError, ImportError, RuntimeError) as err:
+    except (DatasetError, StoreError, MilvusException, ValueError, ImportError, RuntimeError) as err:
         print(f"t2i: error: {err}", file=sys.stderr)
         return 1
     return 0

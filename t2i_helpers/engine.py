@@ -20,7 +20,7 @@ from .config import DEFAULT_COLLECTION, Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
 from .operators import IngestReport, read_image
-from .pipelines import Query, ingest, prepare_query, search_pipeline
+from .pipelines import Query, ingest, prepare_query, run_pipeline, search_pipeline
 from .store import Hit, ImageStore, StoreError, read_meta
 
 
@@ -28,11 +28,16 @@ class NoIndexError(StoreError):
     """There is no collection at this address yet; the message says how to make one."""
 
 
+class EngineClosedError(StoreError):
+    """The engine was closed (`close()`) and cannot search or index any more."""
+
+
 class SearchEngine:
     """Text-to-image (and image-to-image) search over one Milvus collection."""
 
     def __init__(self, config: Config, encoder: Encoder, store: ImageStore) -> None:
-        self.config, self.encoder, self.store = config, encoder, store
+        self.config, self.encoder, self._store = config, encoder, store
+        self.closed = False
         self._search = search_pipeline(encoder, store)
 
     @classmethod
@@ -72,6 +77,19 @@ class SearchEngine:
             )
         return cls.open(config.with_(encoder=encoder or meta["encoder"]))
 
+    @property
+    def store(self) -> ImageStore:
+        """The Milvus collection; raises `EngineClosedError` once the engine is closed."""
+        self._check_open()
+        return self._store
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EngineClosedError(
+                "this search engine was closed (engine.close()); open it again with SearchEngine.open(...): "
+                "in a notebook, run the cell that opens the engine again, then the cells that use it"
+            )
+
     def index(self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False) -> IngestReport:
         """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.
 
@@ -102,12 +120,14 @@ class SearchEngine:
     def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """The images that best match `text`, best first (through the Towhee search pipeline)."""
         query = self.prepare_query(text).text
-        return self._search(query, top_k or self.config.top_k, category or "").get()[0]
+        self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
+        return run_pipeline(self._search, query, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
+        self._check_open()
         if isinstance(image, (str, Path)):
             image = read_image(image)[1]
         return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
@@ -121,5 +141,7 @@ class SearchEngine:
         return self.store.info()
 
     def close(self) -> None:
-        """Release the store (and milvus-lite's file lock)."""
-        self.store.close()
+        """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""
+        if not self.closed:
+            self._store.close()
+            self.closed = True
