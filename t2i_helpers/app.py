@@ -13,16 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 
 import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
+from pymilvus.exceptions import MilvusException
 
 from .encoders import ImageLike
 from .engine import SearchEngine
-from .operators import ImageError
-from .store import Hit
+from .images import ImageError
+from .store import Hit, StoreError
 from .widgets import thumbnail
 
 ALL_CATEGORIES = "all categories"
@@ -75,6 +77,19 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
     def refused(message: str):
         return [], f"⚠️ {message}", []
 
+    def answering(handler):
+        """A handler whose store failures show as the status line, not as Gradio's bare "Error" toast."""
+
+        @functools.wraps(handler)
+        def run(*args):
+            try:
+                return handler(*args)
+            except (StoreError, MilvusException) as err:
+                return refused(f"the search failed: {err}")
+
+        return run
+
+    @answering
     def by_text(text: str, k: float, category: str | None):
         try:
             query = engine.prepare_query(text)
@@ -83,6 +98,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
         hits = engine.search(query.text, int(k), filter_of(category))
         return show(hits, f"“{query.text}”", category, query.notice)
 
+    @answering
     def by_image(image: ImageLike | None, k: float, category: str | None):
         if image is None:
             return refused("upload a picture first")
@@ -92,6 +108,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
             return refused(f"cannot read that picture: {err}")
         return show(hits, "the uploaded picture", category)
 
+    @answering
     def more_like(shown: list[Hit], k: float, category: str | None, event: gr.SelectData):
         hit = shown[event.index]
         try:

@@ -16,20 +16,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import DEFAULT_COLLECTION, Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
 from .images import MAX_SIDE, Thumbnails, read_image
 from .operators import IngestReport
-from .pipelines import Query, ingest, prepare_query, search_pipeline
-from .store import Hit, ImageStore
+from .pipelines import Query, ingest, prepare_query, run_pipeline, search_pipeline
+from .store import Hit, ImageStore, StoreError, read_meta
+
+
+class NoIndexError(StoreError):
+    """There is no collection at this address yet; the message says how to make one."""
+
+
+class EngineClosedError(StoreError):
+    """The engine was closed (`close()`) and cannot search or index any more."""
 
 
 class SearchEngine:
     """Text-to-image (and image-to-image) search over one Milvus collection."""
 
     def __init__(self, config: Config, encoder: Encoder, store: ImageStore) -> None:
-        self.config, self.encoder, self.store = config, encoder, store
+        self.config, self.encoder, self._store = config, encoder, store
+        self.closed = False
         self.thumbnails = Thumbnails(config.thumbnail_dir, config.thumbnail_size or Thumbnails.size)
         self._search = search_pipeline(encoder, store)
 
@@ -47,6 +56,41 @@ class SearchEngine:
         if encoder.name != config.encoder:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
+
+    @classmethod
+    def open_index(cls, config: Config, encoder: str | None = None) -> SearchEngine:
+        """Open a collection that exists, with the encoder it was built with; creates nothing.
+
+        Args:
+            config: where the index lives; its `encoder` is ignored: the collection records its own.
+            encoder: an encoder name that overrides the recorded one (`t2i search --encoder`); a different
+                encoder is refused with `EncoderMismatchError`.
+
+        Raises:
+            NoIndexError: there is no such collection yet (nor, for milvus-lite, a file): `t2i index` makes one.
+        """
+        meta = read_meta(config)
+        if meta is None:
+            where = "" if config.uri == Config(data_dir=config.data_dir).uri else f" --uri {config.uri}"
+            where += f" --collection {config.collection}" if config.collection != DEFAULT_COLLECTION else ""
+            raise NoIndexError(
+                f"there is no index at {config.uri} (collection {config.collection!r}) yet: make one with "
+                f"`t2i index FOLDER_OR_CSV{where}`, or `t2i index bundled{where}` for the bundled photos"
+            )
+        return cls.open(config.with_(encoder=encoder or meta["encoder"]))
+
+    @property
+    def store(self) -> ImageStore:
+        """The Milvus collection; raises `EngineClosedError` once the engine is closed."""
+        self._check_open()
+        return self._store
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EngineClosedError(
+                "this search engine was closed (engine.close()); open it again with SearchEngine.open(...): "
+                "in a notebook, run the cell that opens the engine again, then the cells that use it"
+            )
 
     def index(
         self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False, verify: bool = False
@@ -83,12 +127,14 @@ class SearchEngine:
     def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """The images that best match `text`, best first (through the Towhee search pipeline)."""
         query = self.prepare_query(text).text
-        return self._search(query, top_k or self.config.top_k, category or "").get()[0]
+        self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
+        return run_pipeline(self._search, query, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
+        self._check_open()
         if isinstance(image, (str, Path)):
             image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]  # as ingest reads it
         return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
@@ -102,5 +148,7 @@ class SearchEngine:
         return self.store.info()
 
     def close(self) -> None:
-        """Release the store (and milvus-lite's file lock)."""
-        self.store.close()
+        """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""
+        if not self.closed:
+            self._store.close()
+            self.closed = True

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import time
+import traceback
+from collections.abc import Generator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,6 +78,62 @@ def search_pipeline(encoder: Encoder, store: ImageStore):
     )
 
 
+class PipelineError(RuntimeError):
+    """A Towhee pipeline failed outside any operator; the message is Towhee's first line."""
+
+
+def run_pipeline(pipeline, *inputs):
+    """Run a Towhee pipeline, re-raising what an operator raised as itself (the one place that unwraps Towhee).
+
+    Towhee 1.1.3 catches an operator's exception in `Node._call`, keeps only its text and two tracebacks, and
+    raises a `RuntimeError` with that text once the run ends. Here each node of this run keeps the exception
+    object too, and the first one is raised again: callers catch `ImageError`, `StoreError`, ... as usual, and
+    a person never sees Towhee's 30-line message.
+
+    Args:
+        pipeline: a Towhee pipeline, e.g. `search_pipeline(encoder, store)`.
+        inputs: its inputs, as for `pipeline(*inputs)`.
+
+    Returns:
+        The output `DataQueue` (`.get()`, `.to_list()`).
+    """
+    failures: list[Exception] = []
+    try:
+        graph = pipeline.preload()  # the nodes of one run, as `pipeline(*inputs)` builds them
+        for node in graph._node_runners:
+            node._call = _keeping_failures(node, failures)
+        return graph(inputs)
+    except RuntimeError as err:
+        if failures:
+            raise failures[0] from None
+        # Towhee's own failure ("Node-x runs failed, error msg: <cause>, Traceback ..."): keep the cause
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise PipelineError(first.split("error msg: ", 1)[-1].split(", Traceback")[0]) from None
+
+
+def _keeping_failures(node, failures: list[Exception]):
+    """Towhee's `Node._call` (run the operator, report failure as text), also keeping the exception object,
+    including one raised while Towhee iterates a generator the operator returned (`flat_map`)."""
+
+    def call(inputs):
+        try:
+            result = node._op(*inputs)
+        except Exception as err:
+            failures.append(err)
+            return False, None, f"{err}, {traceback.format_exc()}"
+        return True, _iterate_keeping(result, failures) if isinstance(result, Generator) else result, None
+
+    return call
+
+
+def _iterate_keeping(items: Generator, failures: list[Exception]) -> Generator:
+    try:
+        yield from items
+    except Exception as err:
+        failures.append(err)
+        raise
+
+
 def ingest(
     rows: pd.DataFrame,
     encoder: Encoder,
@@ -113,7 +171,7 @@ def ingest(
             unchanged = len(records) - len(todo)
             with tqdm(total=len(records), initial=unchanged, unit="img", desc="ingest", disable=not progress) as bar:
                 report.progress = bar
-                ingest_pipeline(encoder, store, report, batch_size, workers, thumbnails)(todo).to_list()
+                run_pipeline(ingest_pipeline(encoder, store, report, batch_size, workers, thumbnails), todo).to_list()
     except Exception as err:
         cause = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # Towhee wraps the node's traceback
         raise IngestError(

@@ -83,6 +83,28 @@ def label_filter(category: str | None) -> str:
     return "label == " + quote(category)
 
 
+def read_meta(config: Config) -> dict | None:
+    """What a t2i collection records about itself (encoder, dim, schema version), or None if there is none.
+
+    Creates nothing: a milvus-lite file that does not exist is not made, and no collection is created.
+
+    Raises:
+        StoreError: the collection was not made by t2i, or the store cannot be opened.
+    """
+    if config.is_lite and not Path(config.uri).expanduser().exists():
+        return None
+    client = ImageStore._connect(config)
+    try:
+        if not client.has_collection(config.collection):
+            return None
+        description = client.describe_collection(config.collection).get("description", "")
+    finally:
+        client.close()
+    if not description.startswith(META_PREFIX):
+        raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
+    return json.loads(description[len(META_PREFIX) :])
+
+
 class ImageStore:
     """A Milvus collection of images: id (content hash), path, label, caption and embedding.
 

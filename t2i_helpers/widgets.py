@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
-from .engine import SearchEngine
+from .engine import EngineClosedError, SearchEngine
 from .images import ImageError, read_image
 from .store import Hit
 
@@ -140,12 +140,17 @@ class SearchBox(widgets.VBox):
         try:
             run()
         except Exception as err:
-            if isinstance(err, ImageError):
+            if isinstance(err, EngineClosedError):  # e.g. after "Run All": the last cell closes the engine
+                text = (
+                    "the search engine was closed (engine.close(), the notebook's last cell): run the cell that "
+                    "opens it (engine = SearchEngine.open(...)) again, then this search box's cell"
+                )
+            elif isinstance(err, ImageError):
                 text = f"cannot read that image: {err}"
             elif isinstance(err, ValueError):  # what the user can fix: an empty or huge query
                 text = str(err)
             else:  # a widget callback's traceback would go to a log nobody reads
-                text = f"the search failed: {type(err).__name__}: {err}"
+                text = f"the search failed: {(str(err).strip() or type(err).__name__).splitlines()[0]}"
             self._repeat = None
             self._say(text, error=True)
             self._set_hits([])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+from pymilvus import MilvusClient
+
 from t2i_helpers.cli import main
 
 from .conftest import T2I, index_counts, write_bad_files
@@ -49,3 +52,53 @@ def test_console_script_runs_with_env_uri(tmp_path, image_folder):
     assert done.returncode == 0, done.stderr
     assert index_counts(done.stdout) == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
     assert (tmp_path / "env.db").exists()
+
+
+def test_search_and_info_without_an_index_say_how_to_make_one_and_create_nothing(tmp_path, capsys):
+    for argv in (["search", "a dog"], ["search", "--image", "x.png"], ["info"]):
+        assert main([*argv, "--uri", str(tmp_path / "new.db")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"t2i: error: there is no index at {tmp_path / 'new.db'} (collection 't2i_images') yet")
+        assert f"`t2i index FOLDER_OR_CSV --uri {tmp_path / 'new.db'}`" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []  # no milvus-lite file was made
+
+
+def test_search_does_not_create_a_collection_in_an_existing_file(tmp_path, image_folder, capsys):
+    uri = str(tmp_path / "cli.db")
+    assert main(["index", str(image_folder), "--uri", uri, "--collection", "mine"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a dog", "--uri", uri]) == 1  # the default collection is not there
+    assert "--uri" in capsys.readouterr().err
+    assert main(["info", "--uri", uri, "--collection", "mine"]) == 0
+    capsys.readouterr()
+    assert MilvusClient(uri).list_collections() == ["mine"]
+
+
+def test_search_loads_the_encoder_the_collection_was_built_with(tmp_path, image_folder, capsys):
+    uri, other = str(tmp_path / "lite0.db"), "conse-effnet-lite0-minilm"
+    assert main(["index", str(image_folder), "--uri", uri, "--encoder", other]) == 0
+    capsys.readouterr()
+    assert main(["search", "a car", "-k", "2", "--uri", uri]) == 0  # no --encoder: the recorded one
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["info", "--uri", uri]) == 0
+    assert f"encoder: {other}" in capsys.readouterr().out
+    assert main(["search", "a car", "--uri", uri, "--encoder", "conse-effnet-minilm"]) == 1  # told otherwise
+    assert f"--encoder {other}" in capsys.readouterr().err
+
+
+def test_search_by_image(tmp_path, image_folder, capsys):
+    uri = str(tmp_path / "cli.db")
+    assert main(["index", str(image_folder), "--uri", uri]) == 0
+    capsys.readouterr()
+    picture = sorted((image_folder / "animals").glob("*.png"))[1]
+    assert main(["search", "--image", str(picture), "-k", "3", "--uri", uri]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["1", "1.000", str(picture)]
+    assert main(["search", "--image", str(tmp_path / "gone.png"), "--uri", uri]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"t2i: error: cannot read {tmp_path / 'gone.png'}: file not found (or a broken link)"
+    )
+    with pytest.raises(SystemExit) as usage:  # a text query and a picture at once
+        main(["search", "a dog", "--image", str(picture), "--uri", uri])
+    assert usage.value.code == 2 and "a text query or --image PATH" in capsys.readouterr().err

@@ -8,10 +8,12 @@ from __future__ import annotations
 import httpx
 import pandas as pd
 import pytest
+from pymilvus import MilvusClient
 
-from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.api import create_api
 from t2i_helpers.config import Config
-from t2i_helpers.engine import SearchEngine
+from t2i_helpers.engine import NoIndexError, SearchEngine
+from t2i_helpers.server import BackgroundServer
 from t2i_helpers.store import EncoderMismatchError, ImageStore
 
 milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
@@ -80,3 +82,18 @@ def test_server_collection_refuses_another_encoder(server_uri, encoder):
         ImageStore(config, "conse-effnet-lite0-minilm", encoder.dim)
     with pytest.raises(EncoderMismatchError, match="512-d"):
         ImageStore(config, encoder.name, 512)
+
+
+def test_search_on_a_server_opens_only_what_exists(server_uri, encoder, photos):
+    missing = Config(uri=server_uri, collection="never_indexed")
+    with pytest.raises(NoIndexError, match="no index at .* \\(collection 'never_indexed'\\) yet"):
+        SearchEngine.open_index(missing)
+    assert "never_indexed" not in MilvusClient(uri=server_uri).list_collections()  # nothing was created
+
+    built = Config(uri=server_uri, collection="server_recorded")
+    SearchEngine.open(built, encoder, reset=True).close()
+    engine = SearchEngine.open_index(built.with_(encoder="conse-effnet-lite0-minilm"))  # config's name is ignored
+    try:
+        assert engine.encoder.name == encoder.name
+    finally:
+        engine.close()

@@ -109,3 +109,20 @@ def test_an_empty_collection_has_no_category_filter_and_says_nothing_was_found(t
         assert box.hits == [] and "nothing found" in box.message
     finally:
         empty.close()
+
+
+def test_after_the_engine_is_closed_typing_says_which_cell_to_run(tmp_path, encoder, image_folder):
+    """JupyterLab "Run All": the last cell closes the engine, then the user types in the box above it."""
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "run-all.db")), encoder)
+    engine.index(image_folder, progress=False)
+    box = search_box(engine)
+    box.query.value = "a car"
+    assert len(box.hits) == 5
+    engine.close()  # the notebook's last cell
+
+    box.query.value = "a dog"
+
+    assert box.hits == [] and box.results.children == ()
+    assert box.message.startswith("the search engine was closed (engine.close(), the notebook's last cell)")
+    assert "engine = SearchEngine.open(...)" in box.message and "search box's cell" in box.message
+    assert "\n" not in box.message and "Node-" not in box.message and "Traceback" not in box.message
