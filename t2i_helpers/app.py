@@ -40,21 +40,20 @@ def stats_markdown(engine: SearchEngine) -> str:
     )
 
 
-def gallery_items(hits: list[Hit], size: int = 256) -> list[tuple[Image.Image, str]]:
-    """Thumbnails with captions "rank. score · caption (label)" for a `gr.Gallery`."""
+def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
+    """Cached thumbnails with captions "rank. score · caption (label)" for a `gr.Gallery`."""
     return [
-        (Image.open(io.BytesIO(thumbnail(hit.path, size))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
+        (Image.open(io.BytesIO(thumbnail(engine, hit))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
         for rank, hit in enumerate(hits, start=1)
     ]
 
 
-def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr.Blocks:
-    """A Gradio search page over `engine` (notebook 04).
+def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
+    """A Gradio search page over `engine` (notebook 04); results show the engine's cached thumbnails.
 
     Args:
         engine: an open `SearchEngine`; it is shared with any other handler in the process.
         max_top_k: the slider's maximum.
-        size: thumbnail size in pixels (longer side).
 
     Returns:
         The `gr.Blocks`; serve it with `mount_app` (or `t2i serve --ui`).
@@ -72,7 +71,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
         if not hits:
             return [], f"Nothing found for {what}{where}: is anything indexed?", []
         note = f" ({notice})" if notice else ""
-        return gallery_items(hits, size), f"Top {len(hits)} for {what}{where}{note}", hits
+        return gallery_items(engine, hits), f"Top {len(hits)} for {what}{where}{note}", hits
 
     def refused(message: str):
         return [], f"⚠️ {message}", []

@@ -143,6 +143,14 @@ class SearchEngine:
         """Nearest images to one embedding, e.g. query arithmetic like `dog - grass + snow`."""
         return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None)[0]
 
+    def thumbnail(self, hit: Hit) -> Path:
+        """The cached thumbnail of a hit (upright JPEG, longer side `config.thumbnail_size`), made on first use.
+
+        Raises:
+            ImageError: its file is gone, unreadable, or no longer the image that was indexed.
+        """
+        return self.thumbnails.ensure(hit.id, hit.path)
+
     def info(self) -> dict:
         """Collection, URI, encoder, dim, index and count."""
         return self.store.info()
