@@ -2,7 +2,7 @@
 
     GET    /search?q=&k=&category=   hits for a text query, best first
     POST   /search/image             hits for an uploaded picture (multipart field `file`), same k and category
-    GET    /images/{id}              the file of an indexed image, and nothing else
+    GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
     POST   /index                    add pictures (multipart field `files`, one or more; form field `label`)
     DELETE /images/{id}              remove an image from the index (and its file, if it was uploaded)
     GET    /health, GET /stats       liveness (Milvus answers) and what is indexed
@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pandas as pd
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
@@ -45,9 +45,9 @@ from pymilvus.exceptions import MilvusException
 
 from . import __version__
 from .engine import SearchEngine
-from .images import content_id
+from .images import ImageError, content_id
 from .schemas import ERRORS, DeletedOut, HealthOut, HitOut, IndexedOut, IndexOut, SkippedOut, StatsOut, hit_out
-from .store import StoreError
+from .store import Hit, StoreError
 from .uploads import IMAGE_FORMATS, MULTIPART_OVERHEAD, DeclaredSizeLimit, caption_from, decode_upload, read_upload
 
 log = logging.getLogger(__name__)
@@ -214,14 +214,27 @@ def _image_routes(service: _Service) -> APIRouter:
         "/images/{image_id}",
         response_class=Response,
         responses={200: {"content": {t: {} for t in IMAGE_FORMATS.values()}}, **ERRORS},
-        summary="Get an indexed image",
+        summary="Get an indexed image or its thumbnail",
     )
-    def get_image(image_id: ImageId) -> Response:
-        """The file of an indexed image, exactly as it was indexed."""
+    def get_image(
+        image_id: ImageId,
+        size: Annotated[
+            Literal["original", "thumb"],
+            Query(description="`original`: the file as indexed; `thumb`: a small upright JPEG (EXIF applied)"),
+        ] = "original",
+    ) -> Response:
+        """The file of an indexed image, exactly as it was indexed, or its cached thumbnail."""
         rows = engine.store.get([image_id])
         if not rows:
             raise HTTPException(404, f"no image with id {image_id} is indexed")
         path = Path(rows[0]["path"])
+        headers = {"Cache-Control": "public, max-age=86400, immutable", "X-Content-Type-Options": "nosniff"}
+        if size == "thumb":
+            try:
+                thumbnail = engine.thumbnail(Hit(image_id, 0.0, str(path), rows[0]["label"], rows[0]["caption"]))
+            except ImageError as err:
+                raise HTTPException(404, f"image {image_id}: {err}") from err
+            return Response(thumbnail.read_bytes(), media_type="image/jpeg", headers=headers)
         try:
             if path.stat().st_size > MAX_SERVED_BYTES:
                 raise HTTPException(404, f"image {image_id}: its file is no longer the one indexed (too large)")
@@ -232,7 +245,6 @@ def _image_routes(service: _Service) -> APIRouter:
             raise HTTPException(404, f"image {image_id}: its file changed after indexing; index it again")
         with Image.open(io.BytesIO(data)) as header:
             media_type = Image.MIME.get(header.format or "", "application/octet-stream")
-        headers = {"Cache-Control": "public, max-age=86400, immutable", "X-Content-Type-Options": "nosniff"}
         return Response(data, media_type=media_type, headers=headers)
 
     @router.delete("/images/{image_id}", response_model=DeletedOut, responses=ERRORS, summary="Remove an image")

@@ -16,6 +16,7 @@ class HitOut(BaseModel):
     caption: str
     label: str = Field(description="the image's category")
     image_url: str = Field(description="where to GET the image")
+    thumbnail_url: str = Field(description="where to GET a small upright JPEG of it (for result grids)")
 
 
 class SkippedOut(BaseModel):
@@ -79,4 +80,4 @@ ERRORS = {status: {"model": ErrorOut} for status in (404, 413, 415, 422, 503)}
 
 def hit_out(hit: Hit) -> HitOut:
     """A `Hit` as the API returns it."""
-    return HitOut(**hit._asdict(), image_url=f"/images/{hit.id}")
+    return HitOut(**hit._asdict(), image_url=f"/images/{hit.id}", thumbnail_url=f"/images/{hit.id}?size=thumb")

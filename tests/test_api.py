@@ -64,7 +64,7 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     response = api.get("/search", params={"q": "a fire truck", "k": 5})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     hits = response.json()
-    assert len(hits) == 5 and set(hits[0]) == {"id", "score", "path", "caption", "label", "image_url"}
+    assert len(hits) == 5 and set(hits[0]) == {"id", "score", "path", "caption", "label", "image_url", "thumbnail_url"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert [h["id"] for h in hits] == [h.id for h in engine.search("a fire truck", top_k=5)]
     assert hits[0]["path"].endswith("/vehicles/emergency/firetruck.png")
@@ -72,6 +72,12 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     image = api.get(hits[0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content == Path(hits[0]["path"]).read_bytes() and content_id(image.content) == hits[0]["id"]
+    thumb = api.get(hits[0]["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(thumb.content)) as small, Image.open(hits[0]["path"]) as original:
+        assert max(small.size) <= engine.config.thumbnail_size < max(original.size)
+        assert abs(small.size[0] / small.size[1] - original.size[0] / original.size[1]) < 0.02
+    assert api.get(hits[0]["image_url"], params={"size": "huge"}).status_code == 422
 
     in_food = api.get("/search", params={"q": "a fire truck", "k": 7, "category": "food"}).json()
     assert len(in_food) == 7 and {h["label"] for h in in_food} == {"food"}
