@@ -68,19 +68,21 @@ def phone_photo(stamp: str, index: int) -> np.ndarray:
     return cv2.subtract(cv2.add(canvas, more), less)
 
 
-def _write_photo(job: tuple[int, str, str]) -> int:
+def _write_photo(job: tuple[int, str, str]) -> None:
     index, stamp, target = job
-    image, exif = Image.fromarray(phone_photo(stamp, index)), Image.Exif()
+    if Path(target).exists():  # made by an earlier, interrupted run
+        return
+    image, exif, partial = Image.fromarray(phone_photo(stamp, index)), Image.Exif(), f"{target}.part"
     if target.endswith(".heic"):
         import pillow_heif
 
         pillow_heif.register_heif_opener()
-        image.save(target, quality=80)
+        image.save(partial, format="HEIF", quality=80)
     else:
         if index % 3 == 1:  # held sideways: the pixels are stored turned, the tag says how to show them
             image, exif[ORIENTATION_TAG] = image.transpose(Image.Transpose.ROTATE_90), 6
-        image.save(target, "JPEG", quality=90, exif=exif.tobytes())
-    return Path(target).stat().st_size
+        image.save(partial, "JPEG", quality=90, exif=exif.tobytes())
+    Path(partial).replace(target)
 
 
 def photo_folder(n: int, heic: int, stamps: list[str]) -> Path:
