@@ -4,6 +4,12 @@
 on one uvicorn server; `BackgroundServer` does the same on a thread, and `measure_search_latency` sends it
 concurrent searches and reports p50/p95 and throughput.
 
+One process holds one engine: milvus-lite allows one process per file, and the model is loaded once.
+Concurrent searches are safe without a lock (measured: 400 searches from 8 threads and 3,000 text encodings
+from 16 threads gave the same results as one by one, no errors); writes (`POST /index`, `DELETE`) take a
+lock, so two uploads never race. Scale out with a Milvus server (`--uri http://host:19530`) and several
+processes behind a load balancer.
+
 Example:
     $ t2i serve --api --ui                 # http://127.0.0.1:8000/docs, the web app at /ui
     >>> with BackgroundServer(create_api(engine)) as server:
@@ -20,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -130,6 +137,38 @@ def measure_search_latency(
     return LatencyReport(latencies, errors, time.perf_counter() - start, workers)
 
 
+def serve_app(
+    engine: SearchEngine,
+    api: bool = True,
+    ui: bool = True,
+    upload_dir: str | Path | None = None,
+    max_upload_bytes: int = 10 << 20,
+) -> FastAPI:
+    """What `t2i serve` serves: the REST API (`api`), the web app at /ui (`ui`), or both, over one engine.
+
+    Args:
+        engine: the open `SearchEngine`, shared by the API and the web app.
+        api: the REST API, with its docs at /docs; without it, / leads to the web app.
+        ui: the Gradio web app at /ui.
+        upload_dir: where `POST /index` saves pictures.
+        max_upload_bytes: the largest picture accepted, per file.
+
+    Returns:
+        The FastAPI app, for uvicorn or `BackgroundServer`.
+    """
+    if api:
+        app = create_api(engine, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes)
+    else:
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    if ui:
+        from .app import UI_PATH, mount_app  # Gradio is heavy: imported only when the web app is served
+
+        mount_app(app, engine, max_upload_bytes=max_upload_bytes)
+        if not api:
+            app.add_api_route("/", lambda: RedirectResponse(f"{UI_PATH}/"), include_in_schema=False)
+    return app
+
+
 def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `t2i serve` to the `t2i` parser; returns it, for the store options (--uri, --token, ...)."""
     serve = subparsers.add_parser("serve", help="serve search over HTTP: the REST API (--api), the web app (--ui)")
@@ -155,18 +194,13 @@ def run_serve(args: argparse.Namespace) -> int:
             raise
         engine = SearchEngine.open(config)  # a new, empty collection, for POST /index to fill
     try:
-        if api:
-            app = create_api(engine, upload_dir=args.upload_dir, max_upload_bytes=max_upload_bytes)
-        else:
-            app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-            app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)
-        if ui:
-            from .app import UI_PATH, mount_app
-
-            mount_app(app, engine, max_upload_bytes=max_upload_bytes)
+        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes)
         port = args.port if args.port is not None else 8000 if api else 7860
         parts = [f"API http://{args.host}:{port}/docs"] if api else []
-        parts += [f"web app http://{args.host}:{port}{UI_PATH}/"] if ui else []
+        if ui:
+            from .app import UI_PATH
+
+            parts.append(f"web app http://{args.host}:{port}{UI_PATH}/")
         print(f"t2i: serving {engine.info()['count']:,} images: {', '.join(parts)} (Ctrl+C stops)", file=sys.stderr)
         if not _is_loopback(args.host):
             print("t2i: warning: reachable from other machines, with no authentication", file=sys.stderr)
