@@ -13,8 +13,8 @@ Errors are JSON `{"detail": "..."}` with a 4xx status for anything the client ca
 `T2I-Query-Notice` header), for k outside 1..max_top_k, an unreadable picture or one over 50 megapixels;
 413 for an upload over the size limit (per file or per request), 415 for a file that is not a JPEG, PNG,
 WebP, GIF, BMP or TIFF picture, 400 for a malformed multipart body or more than `max_files` files, 404 for an
-id that is not indexed or a category with no images, 405 (with `Allow`) for a method a path does not take.
-The OpenAPI document says all of this,
+id that is not indexed or a category with no images, 405 (with `Allow`) for a method a path does not take,
+401 without the API key when the server has one (see `auth.py`). The OpenAPI document says all of this,
 and is checked against the running server with schemathesis. `/images/{id}` serves a file only if its bytes
 still hash to `id`, so neither a crafted id nor a file swapped after indexing can make it read anything else.
 
@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import pandas as pd
-from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from PIL import Image
 from pydantic import ConfigDict, Field, create_model
 
 from . import __version__
+from .auth import require_api_key
 from .engine import SearchEngine
 from .images import ImageError, content_id
 from .pipelines import MAX_QUERY_CHARS
@@ -86,7 +87,9 @@ class _Service:
         max_top_k: int,
         max_upload_bytes: int,
         max_files: int,
+        api_key: str | None,
     ) -> None:
+        self.keyed = [Depends(require_api_key(api_key))] if api_key else []  # every route but /health
         self.engine, self.max_top_k, self.max_files = engine, max_top_k, max_files
         self.max_upload_bytes = max_upload_bytes
         self.upload_dir = Path(upload_dir or Path(engine.config.data_dir) / "uploads").expanduser().resolve()
@@ -115,6 +118,10 @@ class _Service:
             raise HTTPException(404, f"no images in category {category[:100]!r}; known: {known}")
         return category
 
+    def errors(self, *statuses: int) -> dict[int, dict]:
+        """The error responses of a route that takes the API key (401 when the server has one)."""
+        return errors(*statuses, *([401] if self.keyed else []))
+
 
 def create_api(
     engine: SearchEngine,
@@ -122,6 +129,7 @@ def create_api(
     max_top_k: int = 100,
     max_upload_bytes: int = 10 << 20,
     max_files: int = 32,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The REST API over an open `engine` (notebook 04); endpoints and errors are listed in the module docs.
 
@@ -131,6 +139,7 @@ def create_api(
         max_top_k: the largest `k` a search may ask for.
         max_upload_bytes: the largest picture accepted, per file.
         max_files: the most pictures one `POST /index` may carry.
+        api_key: if given, every route but /health needs it in the `X-API-Key` header (see `auth.py`).
 
     Returns:
         A FastAPI app; serve it with uvicorn (`t2i serve --api`, or `server.BackgroundServer` in a notebook).
@@ -138,7 +147,7 @@ def create_api(
     Example:
         >>> app = create_api(SearchEngine.open(), max_top_k=50)
     """
-    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files)
+    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key)
     app = FastAPI(
         title="t2i: text-to-image search",
         version=__version__,
@@ -158,7 +167,7 @@ ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="the image's id,
 
 def _search_routes(service: _Service) -> APIRouter:
     """GET /search (by text) and POST /search/image (by picture)."""
-    engine, router = service.engine, APIRouter(tags=["search"])
+    engine, router = service.engine, APIRouter(tags=["search"], dependencies=service.keyed)
     TopK = Annotated[int, Query(ge=1, le=service.max_top_k, description=f"how many hits, 1 to {service.max_top_k}")]
     Category = Annotated[str | None, Query(max_length=512, description="only images with this label")]
     notice = {NOTICE_HEADER: {"description": "why the query was shortened", "schema": {"type": "string"}}}
@@ -166,7 +175,7 @@ def _search_routes(service: _Service) -> APIRouter:
     @router.get(
         "/search",
         response_model=list[HitOut],
-        responses={200: {"headers": notice}, **errors(404, 422, 503)},
+        responses={200: {"headers": notice}, **service.errors(404, 422, 503)},
         summary="Search by text",
     )
     def search(
@@ -195,7 +204,7 @@ def _search_routes(service: _Service) -> APIRouter:
     @router.post(
         "/search/image",
         response_model=list[HitOut],
-        responses=errors(400, 404, 413, 415, 422, 503),
+        responses=service.errors(400, 404, 413, 415, 422, 503),
         summary="Search by picture (more like this)",
         max_body_size=service.limits["/search/image"],
         form_limits={"max_files": 1},
@@ -216,13 +225,13 @@ def _search_routes(service: _Service) -> APIRouter:
 
 def _image_routes(service: _Service) -> APIRouter:
     """GET and DELETE /images/{id}: one indexed image."""
-    engine, router = service.engine, APIRouter(tags=["images"])
+    engine, router = service.engine, APIRouter(tags=["images"], dependencies=service.keyed)
     picture = {"schema": {"type": "string", "format": "binary"}}
 
     @router.get(
         "/images/{image_id}",
         response_class=Response,
-        responses={200: {"content": dict.fromkeys(IMAGE_FORMATS.values(), picture)}, **errors(404, 422, 503)},
+        responses={200: {"content": dict.fromkeys(IMAGE_FORMATS.values(), picture)}, **service.errors(404, 422, 503)},
         summary="Get an indexed image or its thumbnail",
     )
     def get_image(
@@ -259,7 +268,7 @@ def _image_routes(service: _Service) -> APIRouter:
     @router.delete(
         "/images/{image_id}",
         response_model=DeletedOut,
-        responses=errors(404, 422, 503),
+        responses=service.errors(404, 422, 503),
         summary="Remove an image",
     )
     def delete_image(image_id: ImageId) -> DeletedOut:
@@ -281,7 +290,7 @@ def _image_routes(service: _Service) -> APIRouter:
 
 def _index_routes(service: _Service) -> APIRouter:
     """POST /index: add uploaded pictures."""
-    engine, router = service.engine, APIRouter(tags=["index"])
+    engine, router = service.engine, APIRouter(tags=["index"], dependencies=service.keyed)
     max_files, first = service.max_files, {"image_id": "$response.body#/images/0/id"}
     links = {"GetImage": {"operationId": "get_image", "parameters": first},
              "DeleteImage": {"operationId": "delete_image", "parameters": first}}  # fmt: skip
@@ -295,7 +304,7 @@ def _index_routes(service: _Service) -> APIRouter:
     @router.post(
         "/index",
         response_model=IndexOut,
-        responses={200: {"links": links}, **errors(400, 413, 415, 422, 503)},
+        responses={200: {"links": links}, **service.errors(400, 413, 415, 422, 503)},
         summary="Add pictures to the index",
         max_body_size=service.limits["/index"],
         form_limits={"max_files": max_files, "max_fields": 4},
@@ -357,8 +366,9 @@ def _service_routes(service: _Service) -> APIRouter:
     @router.get(
         "/stats",
         response_model=StatsOut,
-        responses=errors(503),
+        responses=service.errors(503),
         summary="What is indexed",
+        dependencies=service.keyed,
     )
     def stats() -> StatsOut:
         """The collection, encoder, index, row count and categories."""

@@ -98,6 +98,7 @@ class ErrorOut(BaseModel):
 
 _MEANING = {
     400: "a malformed multipart body, or more files than allowed",
+    401: "the X-API-Key header is missing or wrong",
     404: "not indexed: an image id, or a category with no images",
     413: "an upload over the size limit (per file or per request)",
     415: "a file that is not a JPEG, PNG, WebP, GIF, BMP or TIFF picture",
