@@ -3,58 +3,73 @@
     GET    /search?q=&k=&category=   hits for a text query, best first
     POST   /search/image             hits for an uploaded picture (multipart field `file`), same k and category
     GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
-    POST   /index                    add pictures (multipart field `files`, one or more; form field `label`)
+    POST   /index?label=             add pictures (multipart field `files`, one or more) under a category
     DELETE /images/{id}              remove an image from the index (and its file, if it was uploaded)
     GET    /health, GET /stats       liveness (Milvus answers) and what is indexed
     GET    /docs, GET /openapi.json  the OpenAPI description (/docs loads Swagger UI from a CDN)
 
 Errors are JSON `{"detail": "..."}` with a 4xx status for anything the client can fix: 422 for a bad query
-(empty, or over 2,000 characters after cleaning; a query the model cannot read whole is cut and says so in
-the `T2I-Query-Notice` header), for k outside 1..max_top_k, an unknown category, an unreadable picture or
-one over 50 megapixels; 413 for an upload over the size limit (per file or per request), 415 for a file that
-is not a JPEG, PNG, WebP, GIF, BMP or TIFF picture, 400 for a malformed multipart body or more than
-`max_files` files, 404 for an id that is not indexed. `/images/{id}` serves a file only if its bytes still hash to `id`,
-so neither a crafted id nor a file swapped after indexing can make it read anything else.
+(blank, or over 2,000 characters; a query the model cannot read whole is cut and says so in the
+`T2I-Query-Notice` header), for k outside 1..max_top_k, an unreadable picture or one over 50 megapixels;
+413 for an upload over the size limit (per file or per request), 415 for a file that is not a JPEG, PNG,
+WebP, GIF, BMP or TIFF picture, 400 for a malformed multipart body or more than `max_files` files, 404 for an
+id that is not indexed or a category with no images, 405 (with `Allow`) for a method a path does not take,
+401 without the API key when the server has one (see `auth.py`). The OpenAPI document says all of this,
+and is checked against the running server with schemathesis. `/images/{id}` serves a file only if its bytes
+still hash to `id`, so neither a crafted id nor a file swapped after indexing can make it read anything else.
 
-One process holds one engine: milvus-lite allows one process per file, and the model is loaded once.
-Concurrent searches are safe without a lock (measured: 400 searches from 8 threads and 3,000 text encodings
-from 16 threads gave the same results as one by one, no errors); writes (`POST /index`, `DELETE`) take a
-lock, so two uploads never race. Scale out with a Milvus server (`--uri http://host:19530`) and several
-processes behind a load balancer.
-
-Running it (`t2i serve`, `BackgroundServer`) and measuring it under load live in `server.py`.
+Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Running it: `server.py`.
 
 Example:
     >>> app = create_api(engine)                          # serve it with `t2i serve` or `BackgroundServer(app)`
 """
 
 import io
-import logging
 import threading
 import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pandas as pd
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Response
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from PIL import Image
-from pymilvus.exceptions import MilvusException
+from pydantic import ConfigDict, Field, create_model
 
 from . import __version__
+from .auth import require_api_key
 from .engine import SearchEngine
 from .images import ImageError, content_id
-from .schemas import ERRORS, DeletedOut, HealthOut, HitOut, IndexedOut, IndexOut, SkippedOut, StatsOut, hit_out
-from .store import Hit, StoreError
-from .uploads import IMAGE_FORMATS, MULTIPART_OVERHEAD, DeclaredSizeLimit, caption_from, decode_upload, read_upload
-
-log = logging.getLogger(__name__)
+from .pipelines import MAX_QUERY_CHARS
+from .schemas import (
+    NOTICE_HEADER,
+    QUERY_PATTERN,
+    DeletedOut,
+    HealthOut,
+    HitOut,
+    IndexedOut,
+    IndexOut,
+    SkippedOut,
+    StatsOut,
+    add_error_handlers,
+    errors,
+    hit_out,
+    multipart_images,
+)
+from .store import Hit
+from .uploads import (
+    IMAGE_FORMATS,
+    MULTIPART_OVERHEAD,
+    DeclaredSizeLimit,
+    Picture,
+    caption_from,
+    decode_upload,
+    read_upload,
+)
 
 MAX_ID = (1 << 63) - 1  # ids are 63-bit content hashes
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$"
-NOTICE_HEADER = "T2I-Query-Notice"
 MAX_SERVED_BYTES = 256 << 20  # a file this big at an indexed path is not the picture indexed: never read it
 
 
@@ -66,14 +81,17 @@ class _Service:
     """
 
     def __init__(
-        self, engine: SearchEngine, upload_dir: str | Path | None, max_top_k: int, max_upload_bytes: int, max_files: int
+        self,
+        engine: SearchEngine,
+        upload_dir: str | Path | None,
+        max_top_k: int,
+        max_upload_bytes: int,
+        max_files: int,
+        api_key: str | None,
     ) -> None:
-        self.engine, self.max_top_k, self.max_upload_bytes, self.max_files = (
-            engine,
-            max_top_k,
-            max_upload_bytes,
-            max_files,
-        )
+        self.keyed = [Depends(require_api_key(api_key))] if api_key else []  # every route but /health
+        self.engine, self.max_top_k, self.max_files = engine, max_top_k, max_files
+        self.max_upload_bytes = max_upload_bytes
         self.upload_dir = Path(upload_dir or Path(engine.config.data_dir) / "uploads").expanduser().resolve()
         self.writing = threading.Lock()
         self.limits = {
@@ -97,8 +115,12 @@ class _Service:
             return None
         if category not in self.categories():
             known = ", ".join(sorted(self.categories())) or "none: the index is empty"
-            raise HTTPException(422, f"unknown category {category[:100]!r}; known: {known}")
+            raise HTTPException(404, f"no images in category {category[:100]!r}; known: {known}")
         return category
+
+    def errors(self, *statuses: int) -> dict[int, dict]:
+        """The error responses of a route that takes the API key (401 when the server has one)."""
+        return errors(*statuses, *([401] if self.keyed else []))
 
 
 def create_api(
@@ -107,6 +129,7 @@ def create_api(
     max_top_k: int = 100,
     max_upload_bytes: int = 10 << 20,
     max_files: int = 32,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The REST API over an open `engine` (notebook 04); endpoints and errors are listed in the module docs.
 
@@ -116,6 +139,7 @@ def create_api(
         max_top_k: the largest `k` a search may ask for.
         max_upload_bytes: the largest picture accepted, per file.
         max_files: the most pictures one `POST /index` may carry.
+        api_key: if given, every route but /health needs it in the `X-API-Key` header (see `auth.py`).
 
     Returns:
         A FastAPI app; serve it with uvicorn (`t2i serve --api`, or `server.BackgroundServer` in a notebook).
@@ -123,42 +147,19 @@ def create_api(
     Example:
         >>> app = create_api(SearchEngine.open(), max_top_k=50)
     """
-    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files)
+    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key)
     app = FastAPI(
         title="t2i: text-to-image search",
         version=__version__,
         description='Search pictures by text or by example. Errors are `{"detail": "..."}`.',
+        generate_unique_id_function=lambda route: route.name,  # operationIds: search, get_image, index, ...
     )
     app.add_middleware(DeclaredSizeLimit, limits=service.limits)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)
     for routes in (_search_routes, _image_routes, _index_routes, _service_routes):
         app.include_router(routes(service))
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in err.errors()]
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
-
-    @app.exception_handler(StoreError)
-    @app.exception_handler(MilvusException)
-    async def store_unavailable(request: Request, err: Exception) -> JSONResponse:
-        log.error("Milvus error on %s: %s", request.url.path, err)
-        return JSONResponse({"detail": f"the vector store failed: {err}"}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the server log"}, 500)
-
-
-def _query_types(service: _Service):
-    top_k = Annotated[int, Query(ge=1, le=service.max_top_k, description=f"how many hits, 1 to {service.max_top_k}")]
-    category = Annotated[str | None, Query(max_length=512, description="only images with this label")]
-    return top_k, category
 
 
 ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="the image's id, from a search hit")]
@@ -166,13 +167,28 @@ ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="the image's id,
 
 def _search_routes(service: _Service) -> APIRouter:
     """GET /search (by text) and POST /search/image (by picture)."""
-    engine, router = service.engine, APIRouter(tags=["search"])
-    TopK, Category = _query_types(service)
+    engine, router = service.engine, APIRouter(tags=["search"], dependencies=service.keyed)
+    TopK = Annotated[int, Query(ge=1, le=service.max_top_k, description=f"how many hits, 1 to {service.max_top_k}")]
+    Category = Annotated[str | None, Query(max_length=512, description="only images with this label")]
+    notice = {NOTICE_HEADER: {"description": "why the query was shortened", "schema": {"type": "string"}}}
 
-    @router.get("/search", response_model=list[HitOut], responses=ERRORS, summary="Search by text")
+    @router.get(
+        "/search",
+        response_model=list[HitOut],
+        responses={200: {"headers": notice}, **service.errors(404, 422, 503)},
+        summary="Search by text",
+    )
     def search(
         response: Response,
-        q: Annotated[str, Query(description="what the picture shows, e.g. 'a fire truck'")],
+        q: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=MAX_QUERY_CHARS,
+                pattern=QUERY_PATTERN,
+                description="what the picture shows, e.g. 'a fire truck' (not blank)",
+            ),
+        ],
         k: TopK = engine.config.top_k,
         category: Category = None,
     ) -> list[HitOut]:
@@ -188,13 +204,14 @@ def _search_routes(service: _Service) -> APIRouter:
     @router.post(
         "/search/image",
         response_model=list[HitOut],
-        responses=ERRORS,
+        responses=service.errors(400, 404, 413, 415, 422, 503),
         summary="Search by picture (more like this)",
         max_body_size=service.limits["/search/image"],
         form_limits={"max_files": 1},
+        openapi_extra=multipart_images("file", list(IMAGE_FORMATS.values())),
     )
     def search_image(
-        file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, GIF, BMP or TIFF picture")],
+        file: Annotated[Picture, File(description="a JPEG, PNG, WebP, GIF, BMP or TIFF picture")],
         k: TopK = engine.config.top_k,
         category: Category = None,
     ) -> list[HitOut]:
@@ -208,12 +225,13 @@ def _search_routes(service: _Service) -> APIRouter:
 
 def _image_routes(service: _Service) -> APIRouter:
     """GET and DELETE /images/{id}: one indexed image."""
-    engine, router = service.engine, APIRouter(tags=["images"])
+    engine, router = service.engine, APIRouter(tags=["images"], dependencies=service.keyed)
+    picture = {"schema": {"type": "string", "format": "binary"}}
 
     @router.get(
         "/images/{image_id}",
         response_class=Response,
-        responses={200: {"content": {t: {} for t in IMAGE_FORMATS.values()}}, **ERRORS},
+        responses={200: {"content": dict.fromkeys(IMAGE_FORMATS.values(), picture)}, **service.errors(404, 422, 503)},
         summary="Get an indexed image or its thumbnail",
     )
     def get_image(
@@ -247,7 +265,12 @@ def _image_routes(service: _Service) -> APIRouter:
             media_type = Image.MIME.get(header.format or "", "application/octet-stream")
         return Response(data, media_type=media_type, headers=headers)
 
-    @router.delete("/images/{image_id}", response_model=DeletedOut, responses=ERRORS, summary="Remove an image")
+    @router.delete(
+        "/images/{image_id}",
+        response_model=DeletedOut,
+        responses=service.errors(404, 422, 503),
+        summary="Remove an image",
+    )
     def delete_image(image_id: ImageId) -> DeletedOut:
         """Remove an image from the index; its file is deleted too if it was uploaded through `POST /index`."""
         with service.writing:
@@ -267,23 +290,33 @@ def _image_routes(service: _Service) -> APIRouter:
 
 def _index_routes(service: _Service) -> APIRouter:
     """POST /index: add uploaded pictures."""
-    engine, router, max_files = service.engine, APIRouter(tags=["index"]), service.max_files
+    engine, router = service.engine, APIRouter(tags=["index"], dependencies=service.keyed)
+    max_files, first = service.max_files, {"image_id": "$response.body#/images/0/id"}
+    links = {"GetImage": {"operationId": "get_image", "parameters": first},
+             "DeleteImage": {"operationId": "delete_image", "parameters": first}}  # fmt: skip
+    IndexForm = create_model(  # noqa: N806  (a model class, made here for this server's max_files)
+        "IndexForm",
+        __config__=ConfigDict(extra="forbid"),  # other fields get a 422, as the schema says
+        files=(list[Picture], Field(min_length=1, max_length=max_files, description=f"1 to {max_files} pictures")),
+    )
+    Label = Annotated[str, Query(pattern=LABEL_PATTERN, description="their category")]
 
     @router.post(
         "/index",
         response_model=IndexOut,
-        responses=ERRORS,
+        responses={200: {"links": links}, **service.errors(400, 413, 415, 422, 503)},
         summary="Add pictures to the index",
         max_body_size=service.limits["/index"],
         form_limits={"max_files": max_files, "max_fields": 4},
+        openapi_extra=multipart_images("files", list(IMAGE_FORMATS.values())),
     )
-    def index(
-        files: Annotated[list[UploadFile], File(description=f"1 to {max_files} pictures")],
-        label: Annotated[str, Form(pattern=LABEL_PATTERN, description="their category")] = "uploads",
-    ) -> IndexOut:
-        """Save the pictures under the upload folder and index them; all are checked before any is saved."""
+    def index(form: Annotated[IndexForm, File()], label: Label = "uploads") -> IndexOut:
+        """Save the pictures under the upload folder and index them; all are checked before any is saved.
+
+        The multipart body carries only the pictures; `label`, like `k` and `category` elsewhere, is a query
+        parameter (a multipart field is text whatever type a schema gives it)."""
         checked, skipped, seen = [], [], {}
-        for upload in files:
+        for upload in form.files:
             name = Path(upload.filename or "upload").name
             data = read_upload(upload, service.max_upload_bytes)
             found, _ = decode_upload(name, data)
@@ -324,13 +357,19 @@ def _service_routes(service: _Service) -> APIRouter:
     """GET /health and GET /stats: the service itself."""
     engine, router = service.engine, APIRouter(tags=["service"])
 
-    @router.get("/health", response_model=HealthOut, responses=ERRORS, summary="Is the service up?")
+    @router.get("/health", response_model=HealthOut, responses=errors(503), summary="Is the service up?")
     def health() -> HealthOut:
         """200 when the server runs and Milvus answers a count; 503 otherwise."""
         engine.store.count()
         return HealthOut(status="ok")
 
-    @router.get("/stats", response_model=StatsOut, responses=ERRORS, summary="What is indexed")
+    @router.get(
+        "/stats",
+        response_model=StatsOut,
+        responses=service.errors(503),
+        summary="What is indexed",
+        dependencies=service.keyed,
+    )
     def stats() -> StatsOut:
         """The collection, encoder, index, row count and categories."""
         return StatsOut(**engine.info(), categories=sorted(service.categories()))

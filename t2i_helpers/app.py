@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from PIL import Image
 from pymilvus.exceptions import MilvusException
 
+from .auth import SIGN_IN_MESSAGE, sign_in
 from .encoders import ImageLike
 from .engine import SearchEngine
 from .images import ImageError
@@ -159,7 +160,13 @@ def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
     return demo
 
 
-def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_upload_bytes: int = 10 << 20) -> FastAPI:
+def mount_app(
+    app: FastAPI,
+    engine: SearchEngine,
+    path: str = UI_PATH,
+    max_upload_bytes: int = 10 << 20,
+    api_key: str | None = None,
+) -> FastAPI:
     """Mount the search page on a FastAPI app at `path` (the same server as the REST API).
 
     Args:
@@ -167,6 +174,8 @@ def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_uploa
         engine: the open `SearchEngine` to search.
         path: where the page lives.
         max_upload_bytes: the largest picture the page accepts.
+        api_key: if given, the page first asks for it (Gradio's sign-in form: any user name, the key as
+            password) and every route of the page needs the session it opens (see `auth.py`).
 
     Returns:
         `app`, with the page mounted.
@@ -175,5 +184,12 @@ def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_uploa
         >>> app = mount_app(create_api(engine), engine)     # API at /, page at /ui
     """
     return gr.mount_gradio_app(
-        app, create_app(engine), path=path, footer_links=[], max_file_size=max_upload_bytes, ssr_mode=False
+        app,
+        create_app(engine),
+        path=path,
+        footer_links=[],
+        max_file_size=max_upload_bytes,
+        ssr_mode=False,
+        auth=sign_in(api_key) if api_key else None,
+        auth_message=SIGN_IN_MESSAGE if api_key else None,
     )
