@@ -89,14 +89,19 @@ def near_duplicates(store: ImageStore, images: StoredImages, threshold: float = 
 
 
 def pixel_similarity(thumbnails: Thumbnails, pairs: pd.DataFrame, size: int = 32) -> pd.Series:
-    """For each pair, the correlation of the two thumbnails shrunk to `size` x `size` grey: 1 = the same picture.
+    """For each pair, the correlation of the two thumbnails, padded square and shrunk to `size` x `size` grey.
 
-    Separates pictures that look alike from pictures the encoder merely describes alike.
+    1 is the same picture; a crude check (a shifted or mirrored copy scores low), but it separates pictures that
+    look alike from pictures the encoder merely describes alike.
     """
 
     def grey(image_id: int, path: str) -> np.ndarray:
         rgb = read_image(thumbnails.ensure(int(image_id), path))[1]
-        pixels = cv2.cvtColor(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        side = max(rgb.shape[:2])  # padded to a square on white first, so that the shape's outline counts
+        square = np.full((side, side, 3), 255, np.uint8)
+        top, left = (side - rgb.shape[0]) // 2, (side - rgb.shape[1]) // 2
+        square[top : top + rgb.shape[0], left : left + rgb.shape[1]] = rgb
+        pixels = cv2.cvtColor(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         pixels = pixels.astype(np.float32).ravel() - pixels.mean()
         return pixels / max(float(np.linalg.norm(pixels)), 1e-6)
 

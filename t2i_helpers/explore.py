@@ -134,20 +134,21 @@ def compare_prompts(encoder: Encoder, images: StoredImages, variants: dict[str, 
 
 def embedding_map(image_embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """2-D coordinates `[n, 2]` for the image embeddings, by t-SNE (scikit-learn) or UMAP (umap-learn), cosine."""
-    if method == "tsne":
+    if method not in ("tsne", "umap"):
+        raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
+    try:
         from sklearn.manifold import TSNE
 
-        perplexity = min(30.0, (len(image_embeddings) - 1) / 3)
-        return TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
-            image_embeddings
-        )
+        if method == "umap":
+            import umap
+    except ImportError as err:
+        raise ImportError(f"the {method} map needs {err.name}: pip install -e '.[notebooks]' (umap-learn)") from err
     if method == "umap":
-        import umap
-
-        return umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1).fit_transform(
-            image_embeddings
-        )
-    raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
+        reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1)
+    else:
+        perplexity = min(30.0, (len(image_embeddings) - 1) / 3)
+        reducer = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=seed)
+    return reducer.fit_transform(image_embeddings)
 
 
 def map_quality(image_embeddings: np.ndarray, coords: np.ndarray, k: int = 10) -> dict[str, float]:
