@@ -6,7 +6,7 @@ weighted, normalized scores. `compare_search_modes` measures caption -> photo R@
 
 Example:
     >>> keyword_search(engine.store, ["a red kangaroo"], top_k=3)[0][0].path
-    '.../animals/mammals/kangaroo.png'
+    '.../animals/marsupials/kangaroo.png'
     >>> modes = compare_search_modes(engine.encoder, engine.store, caption_queries(load_eval_data()))
     >>> modes.summary
 """

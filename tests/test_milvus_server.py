@@ -117,7 +117,7 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(server_uri, en
         engine.index(photos, progress=False)
         assert engine.search("a fire truck", top_k=1)[0].path.endswith("firetruck.png")
         refusal = r"^keyword and hybrid search need sparse vectors and BM25, which this Milvus server \(v2\.3\.5"
-        with pytest.raises(StoreError, match=refusal + r".*\): use Milvus >= 2\.5 or milvus-lite$"):
+        with pytest.raises(StoreError, match=refusal + r".*\) lacks: use Milvus >= 2\.5 or milvus-lite$"):
             engine.hybrid_search("a fire truck")
         with pytest.raises(StoreError, match=refusal):
             keyword_search(engine.store, ["a fire truck"])
