@@ -1,6 +1,7 @@
 """`SearchEngine`: an encoder, a Milvus store and the Towhee pipelines held together (notebooks 01, 04).
 
-The notebooks, the CLI, the app and the API all use this one object.
+The notebooks, the CLI, the app and the API all use this one object; hybrid (keyword + vector) search is taught
+in notebook 05.
 
 Example:
     >>> engine = SearchEngine.open()                      # default encoder, data/t2i.db
@@ -19,6 +20,7 @@ import pandas as pd
 from .config import DEFAULT_COLLECTION, Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
+from .hybrid import hybrid_search
 from .images import MAX_SIDE, Thumbnails, read_image
 from .operators import IngestReport
 from .pipelines import Query, ingest, prepare_query, run_pipeline, search_pipeline
@@ -134,14 +136,37 @@ class SearchEngine:
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
+        return self.search_vector(self.embed_image(image), top_k, category)
+
+    def embed_image(self, image: ImageLike | str | Path) -> np.ndarray:
+        """The embedding of one image (a path, read as ingest reads it, a PIL image or an RGB array)."""
         self._check_open()
         if isinstance(image, (str, Path)):
-            image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]  # as ingest reads it
-        return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
+            image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]
+        return self.encoder.encode_images([image])[0]
 
     def search_vector(self, embedding: np.ndarray, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """Nearest images to one embedding, e.g. query arithmetic like `dog - grass + snow`."""
         return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None)[0]
+
+    def hybrid_search(
+        self,
+        text: str,
+        top_k: int | None = None,
+        category: str | None = None,
+        weights: tuple[float, float] | None = None,
+    ) -> list[Hit]:
+        """Images that match `text` by meaning (vectors) and by file and folder names (BM25), fused by Milvus.
+
+        Args:
+            weights: (vector, keyword) for Milvus's weighted ranker; None fuses the rankings by reciprocal rank.
+
+        Raises:
+            StoreError: the collection has no keyword field; the message says what is needed (notebook 05).
+        """
+        query = self.prepare_query(text).text
+        embedding = self.encoder.encode_texts([query])
+        return hybrid_search(self.store, embedding, [query], top_k or self.config.top_k, category, weights)[0]
 
     def thumbnail(self, hit: Hit) -> Path:
         """The cached thumbnail of a hit (upright JPEG, longer side `config.thumbnail_size`), made on first use.

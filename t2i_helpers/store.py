@@ -5,6 +5,8 @@ Milvus (`http://host:19530` plus a token). The collection records which encoder 
 store refuses to mix encoders. Existing data is never dropped unless `reset=True`. Each row keeps its file's
 size and modification time, so a re-index skips unchanged files without opening them; a collection of an
 older schema is migrated in place when it is opened, through a backup collection, so no row is ever lost.
+Where the deployment supports it (milvus-lite, Milvus >= 2.5), each row also keeps the words of its path as a
+BM25 keyword field beside the vector, for keyword and hybrid search (`keywords.py`, `hybrid.py`, notebook 05).
 
 Example:
     >>> store = ImageStore.open(Config(), encoder)          # creates or checks the collection
@@ -25,8 +27,9 @@ from pymilvus.exceptions import MilvusException
 
 from .config import Config
 from .encoders import Encoder
+from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, path_keywords
 
-SCHEMA_VERSION = 2  # 2 added size and mtime_ns; version 1 collections are migrated on open
+SCHEMA_VERSION = 2  # 2 added size, mtime_ns and (where supported) keywords; version 1 is migrated on open
 META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
@@ -34,7 +37,7 @@ QUERY_WINDOW = 16384  # and on a query's `limit`
 LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
 _TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 _FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
-_OUTPUT_FIELDS = list(_TEXT_FIELDS)
+OUTPUT_FIELDS = list(_TEXT_FIELDS)
 INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
 VECTOR_WINDOW = 2048  # rows per query when vectors come back too (a 1024-d window is 8 MB)
 
@@ -182,6 +185,7 @@ class ImageStore:
                 f"Search it with --encoder {found['encoder']}, or index into another --collection, "
                 f"or rebuild it with `t2i index ... --reset` (drops its rows)."
             )
+        self.meta["keywords"] = bool(found.get("keywords", False))
         return version
 
     def _migrate(self) -> None:
@@ -210,7 +214,7 @@ class ImageStore:
             row.setdefault("size", -1)
             row.setdefault("mtime_ns", -1)
         for lo in range(0, len(rows), INSERT_CHUNK):
-            self.client.upsert(target, rows[lo : lo + INSERT_CHUNK])
+            self.client.upsert(target, self._with_keywords(rows[lo : lo + INSERT_CHUNK]))
         self.client.flush(target)
         if self._count(target) != len(rows):
             raise StoreError(
@@ -225,6 +229,7 @@ class ImageStore:
                 f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
                 "or a Milvus server (--uri http://host:19530) for HNSW, IVF_SQ8, IVF_PQ, DISKANN and the rest"
             )
+        self.meta["keywords"] = keyword_support(self.client, self.config) is None  # measured, see keywords.py
         schema = MilvusClient.create_schema(
             auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
         )
@@ -241,6 +246,8 @@ class ImageStore:
             metric_type=self.config.metric,
             params=dict(self.config.index_params),
         )
+        if self.meta["keywords"]:
+            add_keyword_fields(schema, index)
         self.client.create_collection(  # creates the index and loads the collection
             name,
             schema=schema,
@@ -263,7 +270,14 @@ class ImageStore:
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
         ]
-        return int(self.client.upsert(self.collection, data)["upsert_count"])
+        return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
+
+    def _with_keywords(self, rows: list[dict]) -> list[dict]:
+        """`rows` with the words of each one's path as its keywords, where the collection has that field."""
+        if self.meta.get("keywords"):
+            for row in rows:
+                row[KEYWORD_FIELD] = clip_text(path_keywords(row["path"]), MAX_KEYWORD_BYTES)
+        return rows
 
     def flush(self) -> None:
         """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
@@ -304,7 +318,7 @@ class ImageStore:
             path = clip_text(str(change["path"]), _TEXT_FIELDS["path"])
             updated.append({**row, "path": path, **{k: int(change[k]) for k in _FILE_FIELDS}})
         if updated:
-            self.client.upsert(self.collection, updated)
+            self.client.upsert(self.collection, self._with_keywords(updated))
 
     def scan(
         self,
@@ -364,18 +378,17 @@ class ImageStore:
         results = self.client.search(
             self.collection,
             data=queries.tolist(),
+            anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
             limit=top_k,
             filter=label_filter(category),
-            output_fields=_OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
+            output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
             search_params={"metric_type": self.config.metric},
         )
-        return [
-            [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in _OUTPUT_FIELDS}) for h in hits]
-            for hits in results
-        ]
+        return to_hits(results)
 
     def info(self) -> dict:
-        """Collection name, URI, encoder, dim, schema version, index type, metric and row count."""
+        """Collection name, URI, encoder, dim, schema version, keywords (a BM25 field or not), index type, metric
+        and row count."""
         return {
             "collection": self.collection,
             "uri": self.config.uri,
@@ -392,3 +405,11 @@ class ImageStore:
         client of that file in the process; another process can open the file once this one has exited.
         """
         self.client.close()
+
+
+def to_hits(results) -> list[list[Hit]]:
+    """Milvus search results as `Hit` lists."""
+    return [
+        [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in OUTPUT_FIELDS}) for h in hits]
+        for hits in results
+    ]

@@ -97,3 +97,34 @@ def test_search_on_a_server_opens_only_what_exists(server_uri, encoder, photos):
         assert engine.encoder.name == encoder.name
     finally:
         engine.close()
+
+
+def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(server_uri, encoder, photos):
+    """Milvus 2.3 has no sparse vectors nor BM25 (measured by the store's probe): no keyword field, a clear refusal,
+    and vector search, range search and near-duplicates work as on milvus-lite."""
+    from t2i_helpers.duplicates import near_duplicates, radius_check
+    from t2i_helpers.explore import stored_images
+    from t2i_helpers.hybrid import keyword_search
+    from t2i_helpers.keywords import keyword_support
+    from t2i_helpers.store import StoreError, read_meta
+
+    config = Config(uri=server_uri, collection="server_hybrid")
+    engine = SearchEngine.open(config, encoder, reset=True)
+    try:
+        assert engine.store.meta["keywords"] is False and read_meta(config)["keywords"] is False
+        assert "104" in keyword_support(engine.store.client, config)  # "create index on 104 field is not supported"
+        assert not [c for c in MilvusClient(uri=server_uri).list_collections() if "probe" in c]  # the probe is gone
+        engine.index(photos, progress=False)
+        assert engine.search("a fire truck", top_k=1)[0].path.endswith("firetruck.png")
+        refusal = r"^keyword and hybrid search need sparse vectors and BM25, which this Milvus server \(v2\.3\.5"
+        with pytest.raises(StoreError, match=refusal + r".*\) lacks: use Milvus >= 2\.5 or milvus-lite$"):
+            engine.hybrid_search("a fire truck")
+        with pytest.raises(StoreError, match=refusal):
+            keyword_search(engine.store, ["a fire truck"])
+
+        images = stored_images(engine.store)
+        check = radius_check(engine.store, images.image_embeddings, radius=0.8, limit=len(photos))
+        assert check.iloc[0]["below radius"] > 0 and check.iloc[1]["below radius"] == 0  # the server honours it
+        assert (near_duplicates(engine.store, images, threshold=0.95).similarity > 0.95).all()
+    finally:
+        engine.close()
