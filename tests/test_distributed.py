@@ -11,8 +11,11 @@ import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,6 +90,15 @@ def test_copies_of_an_image_share_a_chunk_in_their_listed_order():
         order = [int(r["path"][1:]) for r in chunk]
         assert order == sorted(order)  # the first listed copy is read first, as in the local ingest
     assert max(len(c) for c in chunks) <= 8 and len(chunks) >= len(records) // 8
+
+
+def test_ray_is_an_optional_extra_that_nothing_imports_unasked():
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert not [r for r in project["dependencies"] if r.startswith("ray")]
+    assert project["optional-dependencies"]["distributed"] == ["ray[data]==2.60.*"]
+    code = "import sys, t2i_helpers.cli, t2i_helpers.engine, t2i_helpers.distributed; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr  # t2i works, and imports Ray only for --engine ray
 
 
 def test_the_cli_refuses_milvus_lite_for_the_ray_engine_at_once(tmp_path, image_folder):
