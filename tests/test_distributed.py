@@ -263,6 +263,40 @@ def test_a_worker_killed_mid_job_is_retried_without_duplicates_or_gaps(
     assert report.summary() == f"added {len(expected)}, unchanged 0, updated 0, removed 0, skipped 1"
 
 
+def test_upserts_of_the_same_ids_at_the_same_time_leave_each_row_once(milvus_uri, encoder):
+    """The store's own guarantee under concurrency (Milvus 2.3 upsert = delete + insert at one timestamp)."""
+    config = Config(uri=milvus_uri, collection="upsert_race")
+    ImageStore.open(config, encoder, reset=True).close()
+    rows = [
+        {"id": i, "path": f"/photos/{i}.jpg", "label": "", "caption": "", "size": i, "mtime_ns": i} for i in range(300)
+    ]
+    start = threading.Barrier(4)
+
+    def writer(seed: int) -> None:
+        store = ImageStore.open(config, encoder)
+        vectors = np.random.default_rng(seed).normal(size=(len(rows), encoder.dim)).astype(np.float32)
+        try:
+            start.wait()
+            for lo in range(0, len(rows), 50):  # the same ids, batch by batch, from four clients at once
+                store.insert(rows[lo : lo + 50], vectors[lo : lo + 50])
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    store = ImageStore.open(config, encoder)
+    try:
+        store.flush()
+        assert sorted(store_ids(store)) == list(range(300))
+        hits = store.search(np.ones((1, encoder.dim), np.float32), top_k=300)[0]
+        assert len({h.id for h in hits}) == len(hits) == 300  # a search sees each row once too
+    finally:
+        store.close()
+
+
 def test_concurrent_writers_on_overlapping_sets_store_every_image_once(
     milvus_uri, ray_cluster, encoder, photos, local_ids, tmp_path
 ):
