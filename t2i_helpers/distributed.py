@@ -57,27 +57,32 @@ class RayPlan(NamedTuple):
     task_cpus: float
 
 
-def plan_resources(cpus: float, node_cpus: float, actors: int | None = None) -> RayPlan:
-    """Size the actor pool from the cluster so that read and write tasks always have CPUs left.
+def plan_resources(node_cpus: list[float], actors: int | None = None) -> RayPlan:
+    """Size the actor pool from the cluster's nodes so that read and write tasks always have CPUs left.
 
     An actor pool that claims every CPU starves the read tasks that feed it, and the job hangs
-    ("backpressured:tasks(ResourceBudget)"). So actors together claim at most the CPUs less a quarter (and
-    less room for one read and one write task), each at most one CPU and no more than the smallest node has.
+    ("backpressured:tasks(ResourceBudget)"). So on every node actors leave at least a quarter of its CPUs,
+    and room for a read and a write task. By default there is one actor per node: an encoder already runs one
+    forward pass per core of its machine (ConSE's ONNX passes, torch's threads), and two actors on two cores
+    measured half the images/s of one (benchmarks/distributed.py).
 
     Args:
-        cpus: the cluster's CPUs (`ray.cluster_resources()["CPU"]`).
-        node_cpus: the CPUs of its smallest node.
-        actors: how many embedding actors; by default one per CPU the actors may claim (at least one).
+        node_cpus: the CPUs of each node (`ray.nodes()`); nodes without CPUs are ignored.
+        actors: how many embedding actors; by default one per node.
 
     Returns:
-        The plan; `actors * actor_cpus + 2 * task_cpus <= cpus` always holds.
+        The plan; on each node the actors placed there claim no more than its CPUs less room for two tasks.
     """
-    if cpus < 2 * TASK_CPUS + 0.1:
-        raise ValueError(f"the Ray cluster has {cpus:g} CPUs; the ingest needs at least {2 * TASK_CPUS + 0.1:g}")
-    for_actors = min(cpus * 0.75, cpus - 2 * TASK_CPUS)
-    actors = actors or max(1, math.floor(for_actors))
-    actor_cpus = min(1.0, node_cpus, for_actors / actors)
-    return RayPlan(cpus, actors, math.floor(actor_cpus * 100) / 100, TASK_CPUS)
+    nodes = [c for c in node_cpus if c > 0]
+    smallest = min(nodes, default=0.0)
+    if smallest < 2 * TASK_CPUS + 0.1:
+        raise ValueError(
+            f"the Ray cluster's smallest node has {smallest:g} CPUs; the ingest needs {2 * TASK_CPUS + 0.1:g}"
+        )
+    actors = actors or len(nodes)
+    per_node = -(-actors // len(nodes))  # actors per node, rounded up
+    actor_cpus = min(smallest * 0.75, smallest - 2 * TASK_CPUS) / per_node
+    return RayPlan(sum(nodes), actors, math.floor(actor_cpus * 100) / 100, TASK_CPUS)
 
 
 def chunk_files(records: list[dict], files_per_chunk: int = FILES_PER_CHUNK) -> list[list[dict]]:
@@ -220,7 +225,7 @@ def ingest(
         ray_address: a Ray cluster to join (`host:6379`, `ray://host:10001`); None joins `$RAY_ADDRESS`, or
             starts a local Ray for this run and stops it after.
         batch_size: images per actor call (one forward batch of the encoder).
-        actors: embedding actors; by default sized from the cluster (`plan_resources`).
+        actors: embedding actors; by default one per node (`plan_resources`).
         progress: show Ray Data's progress bars.
         sync_root, verify, thumbnails: as for `pipelines.ingest`.
 
@@ -252,7 +257,7 @@ def ingest(
                 DataContext.get_current().enable_progress_bars = progress
                 plan = cluster_plan(actors)
                 stages = ingest_dataset(todo, encoder, spec, store.config, plan, batch_size, thumbnails)
-                sink = MilvusDatasink(store.config, encoder.name, encoder.dim, report)
+                sink = MilvusDatasink(store, report)
                 with _quiet("ray.data"):
                     stages.write_datasink(sink, ray_remote_args={"num_cpus": plan.task_cpus})
     except Exception as err:
@@ -267,11 +272,10 @@ def ingest(
 
 
 def cluster_plan(actors: int | None = None) -> RayPlan:
-    """`plan_resources` for the cluster Ray is connected to (its CPUs, and those of its smallest node)."""
+    """`plan_resources` for the cluster Ray is connected to."""
     import ray
 
-    nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
-    return plan_resources(ray.cluster_resources().get("CPU", 0), min((c for c in nodes if c), default=0), actors)
+    return plan_resources([n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]], actors)
 
 
 def ingest_dataset(
@@ -305,7 +309,7 @@ def ingest_dataset(
             fn_constructor_kwargs={"encoder_spec": encoder_spec, "encoder_name": name, "dim": dim},
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            compute=ray.data.ActorPoolStrategy(size=min(plan.actors, len(chunks))),  # no idle actors
             num_cpus=plan.actor_cpus,
         )
     )

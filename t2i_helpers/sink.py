@@ -7,6 +7,7 @@ This module needs Ray (`pip install -e ".[distributed]"`); `distributed.py` impo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Iterable
@@ -18,12 +19,20 @@ from ray.data.block import Block, BlockAccessor
 
 from .config import Config
 from .operators import IngestReport, Skipped, write_rows
-from .store import ImageStore
+from .store import ImageStore, StoreError, read_meta
 
 
 @functools.lru_cache(maxsize=4)
 def open_store(config: Config, encoder_name: str, dim: int) -> ImageStore:
-    """The collection, opened once per Ray worker process (with the encoder check) and kept for its tasks."""
+    """The collection, opened once per Ray worker process (with the encoder check) and kept for its tasks.
+
+    Raises:
+        StoreError: the collection is gone (the driver made it: a worker never creates one).
+    """
+    if read_meta(config) is None:
+        raise StoreError(
+            f"collection {config.collection!r} is no longer at {config.uri} (dropped while the Ray ingest ran)"
+        )
     return ImageStore(config, encoder_name, dim)
 
 
@@ -43,14 +52,15 @@ class MilvusDatasink(Datasink):
     Each write task upserts its image rows (ids are content hashes, so a retried task or a second writer
     overwrites, never duplicates) and then deletes the rows they replace; tally rows (one per read chunk:
     files, unchanged, skips) are counted. On the driver, `on_write_complete` adds every task's counts to
-    `report` and flushes the collection; `on_write_failed` flushes too, so what was written is searchable.
+    `report` and flushes the driver's `store`; `on_write_failed` flushes too, so what was written is searchable.
     """
 
-    def __init__(self, config: Config, encoder_name: str, dim: int, report: IngestReport) -> None:
-        self.config, self.encoder_name, self.dim, self.report = config, encoder_name, dim, report
+    def __init__(self, store: ImageStore, report: IngestReport) -> None:
+        self.store, self.report = store, report
+        self.config, self.encoder_name, self.dim = store.config, store.meta["encoder"], store.meta["dim"]
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "report": None}  # write tasks get the sink without the driver's report
+        return {**self.__dict__, "store": None, "report": None}  # write tasks open their own store
 
     def write(self, blocks: Iterable[Block], ctx: object) -> Tally:
         """Store the image rows of `blocks` and count their tally rows (runs in a Ray write task)."""
@@ -81,15 +91,9 @@ class MilvusDatasink(Datasink):
         """On the driver: add every write task's counts to the report, then flush."""
         for tally in write_result.write_returns:
             self.report.add(tally.added, tally.unchanged, tally.updated, tally.skipped)
-        self._flush()
+        self.store.flush()
 
     def on_write_failed(self, error: Exception) -> None:
-        """On the driver, after a failure: flush what was written."""
-        self._flush()
-
-    def _flush(self) -> None:
-        store = ImageStore(self.config, self.encoder_name, self.dim)
-        try:
-            store.flush()
-        finally:
-            store.close()
+        """On the driver, after a failure: flush what was written (a flush that fails too leaves `error` to say)."""
+        with contextlib.suppress(Exception):
+            self.store.flush()
