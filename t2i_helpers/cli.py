@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "search" and (args.query is None) == (args.image is None):
         parser.error("search takes a text query or --image PATH (one of them)")
+    if args.command == "index" and args.ray_address and args.engine != "ray":
+        parser.error("--ray-address is for --engine ray")
     if args.command == "eval":
         from .evaluate import run_eval
 

@@ -227,13 +227,17 @@ def ingest(
         batch_size: images per actor call (one forward batch of the encoder).
         actors: embedding actors; by default one per node (`plan_resources`).
         progress: show Ray Data's progress bars.
-        sync_root, verify, thumbnails: as for `pipelines.ingest`.
+        sync_root, verify: as for `pipelines.ingest`.
+        thumbnails: where the read tasks write each new image's thumbnail (on a cluster: a folder every node
+            shares at the same path); None writes none.
 
     Returns:
         The report: added, unchanged, updated, removed and skipped (with reasons), and the time it took.
 
     Raises:
-        StoreError: `store` is a milvus-lite file.
+        ImportError: Ray is not installed.
+        StoreError: `store` is a milvus-lite file, or `encoder_spec` loads another encoder.
+        ValueError: `encoder_spec` is not a name `load_encoder` knows.
         IngestError: the job stopped part way; run it again to finish (stored images are not embedded again).
     """
     check_ray_ready(store.config)
