@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="read and hash every file, also those whose size and time are unchanged"
     )
     index.add_argument("--batch-size", type=int, default=Config.batch_size, help="images per batch (one insert)")
+    index.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray Data job into a Milvus server (pip install -e '.[distributed]')",
+    )
+    index.add_argument(
+        "--ray-address", help="the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray for this run)"
+    )
     _store_options(index)
 
     search = commands.add_parser("search", help="search the index with a text query, or with a picture (--image)")
@@ -75,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "search" and (args.query is None) == (args.image is None):
         parser.error("search takes a text query or --image PATH (one of them)")
+    if args.command == "index" and args.ray_address and args.engine != "ray":
+        parser.error("--ray-address is for --engine ray")
     if args.command == "eval":
         from .evaluate import run_eval
 
@@ -97,8 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
-            engine = SearchEngine.open(_config(args, batch_size=args.batch_size), reset=args.reset)
-            report = engine.index(source, sync=args.sync, verify=args.verify)
+            config = _config(args, batch_size=args.batch_size)
+            if args.engine == "ray":
+                from .distributed import check_ray_ready
+
+                check_ray_ready(config)  # before the encoder loads: no Ray, or milvus-lite, is refused at once
+            engine = SearchEngine.open(config, reset=args.reset)
+            report = engine.index(
+                source, sync=args.sync, verify=args.verify, engine=args.engine, ray_address=args.ray_address
+            )
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
             print(f"{report.summary()}; {report.throughput()}")

@@ -95,14 +95,25 @@ class SearchEngine:
             )
 
     def index(
-        self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False, verify: bool = False
+        self,
+        source: str | Path | pd.DataFrame,
+        progress: bool = True,
+        sync: bool = False,
+        verify: bool = False,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> IngestReport:
         """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.
 
         Args:
             sync: also remove rows of files that are gone from the folder (or from the CSV's folder).
             verify: read and hash every file, also those whose size and modification time are unchanged.
+            engine: "local" (the Towhee pipeline in this process) or "ray" (a Ray Data job into a Milvus
+                server, `distributed.ingest`; needs `pip install -e ".[distributed]"`).
+            ray_address: for "ray", the cluster to join; None joins `$RAY_ADDRESS` or starts a local Ray.
         """
+        if engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
         if isinstance(source, pd.DataFrame):
             if sync:
                 raise ValueError("sync needs a folder or CSV source, to know which stored rows belong to it")
@@ -110,6 +121,21 @@ class SearchEngine:
         else:
             rows = load_source(source)
             root = Path(source).expanduser() if Path(source).is_dir() else Path(source).expanduser().parent
+        if engine == "ray":
+            from .distributed import ingest as ray_ingest
+
+            return ray_ingest(
+                rows,
+                self.encoder,
+                self.store,
+                encoder_spec=self.config.encoder,
+                ray_address=ray_address,
+                batch_size=self.config.batch_size,
+                progress=progress,
+                sync_root=root if sync else None,
+                verify=verify,
+                thumbnails=self.thumbnails if self.config.thumbnail_size else None,
+            )
         return ingest(
             rows,
             self.encoder,

@@ -142,6 +142,67 @@ def _stop_on_error(call):
     return run
 
 
+def read_file(row: dict) -> tuple[dict, bytes] | Skipped:
+    """A file's row with its id (the content hash) and its bytes, or why it cannot be read."""
+    try:
+        data = read_bytes(row["path"])
+    except ImageError as err:
+        return Skipped(str(row["path"]), str(err))
+    return {**row, "id": content_id(data)}, data
+
+
+def decode_file(
+    row: dict, data: bytes, min_side: int | None = None, thumbnails: Thumbnails | None = None
+) -> Decoded | Skipped:
+    """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not."""
+    try:
+        image = shrink(decode_image(data, min_side=min_side), MAX_SIDE)
+        if thumbnails is not None:
+            thumbnails.write(row["id"], image)
+    except ImageError as err:
+        return Skipped(str(row["path"]), str(err))
+    except Exception as err:  # a decoder bug on one odd file must not stop the whole ingest
+        return Skipped(str(row["path"]), f"could not decode ({type(err).__name__}: {err})")
+    return Decoded(row, image)
+
+
+class Kept(NamedTuple):
+    """What `drop_stored` made of a batch of read files: those to decode, how many were stored, the skips."""
+
+    fresh: list[tuple[dict, bytes]]
+    unchanged: int
+    skipped: list[Skipped]
+
+
+def drop_stored(store: ImageStore, loaded: list[tuple[dict, bytes]], seen: dict[int, str]) -> Kept:
+    """Keep the read files whose image the store lacks; point stored images at their file again.
+
+    A stored image whose file was touched, or moved from a path that is gone, is pointed at the file again
+    (`set_files`). A file stored under another id has changed: its row `replaces` the old one. A copy of an
+    image stored at another path, or seen earlier in this run (`seen`: id -> first path, updated here), is
+    skipped. Both ingests call it: the Towhee operator per window, each Ray read task per chunk of files.
+    """
+    stored = {int(r["id"]): r for r in store.get(row["id"] for row, _ in loaded)}
+    by_path = store.file_states(row["path"] for row, _ in loaded if row["id"] not in stored)
+    fresh, unchanged, skipped, repoint = [], 0, [], []
+    for row, data in loaded:
+        image_id, path, known = row["id"], row["path"], stored.get(row["id"])
+        if image_id in seen:
+            skipped.append(Skipped(path, f"same image as {seen[image_id]}"))
+        elif known is None:
+            old = by_path.get(path)
+            fresh.append(({**row, "replaces": old.id if old else None}, data))
+        elif known["path"] == path or not os.path.exists(known["path"]):
+            unchanged += 1
+            if (known["path"], known["size"], known["mtime_ns"]) != (path, row["size"], row["mtime_ns"]):
+                repoint.append(row)
+        else:
+            skipped.append(Skipped(path, f"same image as {known['path']}"))
+        seen.setdefault(image_id, path)
+    store.set_files(repoint)
+    return Kept(fresh, unchanged, skipped)
+
+
 @register(name="t2i/image-load")
 class ImageLoad:
     """Batch op: rows -> decoded images of the files the store lacks; read, hashed and decoded by threads.
@@ -166,55 +227,15 @@ class ImageLoad:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2i-load")
         self.seen: dict[int, str] = {}  # id -> the first path it came from in this run
 
-    @staticmethod
-    def _read(row: dict) -> tuple[dict, bytes] | Skipped:
-        try:
-            data = read_bytes(row["path"])
-        except ImageError as err:
-            return Skipped(str(row["path"]), str(err))
-        return {**row, "id": content_id(data)}, data
-
-    def _decode(self, row: dict, data: bytes) -> Decoded | Skipped:
-        try:
-            image = shrink(decode_image(data, min_side=self.min_side), MAX_SIDE)
-            if self.thumbnails is not None:
-                self.thumbnails.write(row["id"], image)
-        except ImageError as err:
-            return Skipped(str(row["path"]), str(err))
-        except Exception as err:  # a decoder bug on one odd file must not stop the whole ingest
-            return Skipped(str(row["path"]), f"could not decode ({type(err).__name__}: {err})")
-        return Decoded(row, image)
-
-    def _drop_stored(self, loaded: list[tuple[dict, bytes]]) -> list[tuple[dict, bytes]]:
-        stored = {int(r["id"]): r for r in self.store.get(row["id"] for row, _ in loaded)}
-        by_path = self.store.file_states(row["path"] for row, _ in loaded if row["id"] not in stored)
-        fresh, unchanged, skipped, repoint = [], 0, [], []
-        for row, data in loaded:
-            image_id, path, known = row["id"], row["path"], stored.get(row["id"])
-            if image_id in self.seen:
-                skipped.append(Skipped(path, f"same image as {self.seen[image_id]}"))
-            elif known is None:
-                old = by_path.get(path)
-                fresh.append(({**row, "replaces": old.id if old else None}, data))
-            elif known["path"] == path or not os.path.exists(known["path"]):
-                unchanged += 1
-                if (known["path"], known["size"], known["mtime_ns"]) != (path, row["size"], row["mtime_ns"]):
-                    repoint.append(row)
-            else:
-                skipped.append(Skipped(path, f"same image as {known['path']}"))
-            self.seen.setdefault(image_id, path)
-        self.store.set_files(repoint)
-        self.report.add(unchanged=unchanged, skipped=skipped)
-        return fresh
-
     @_stop_on_error
     def __call__(self, rows: list[dict]) -> list[Decoded]:
         if not self.report.wait_for_room():  # room is given back by MilvusInsert
             return []
-        read = list(self.pool.map(self._read, rows))
+        read = list(self.pool.map(read_file, rows))
         self.report.add(skipped=[r for r in read if isinstance(r, Skipped)])
-        fresh = self._drop_stored([r for r in read if not isinstance(r, Skipped)])
-        decoded = list(self.pool.map(lambda item: self._decode(*item), fresh))
+        kept = drop_stored(self.store, [r for r in read if not isinstance(r, Skipped)], self.seen)
+        self.report.add(unchanged=kept.unchanged, skipped=kept.skipped)
+        decoded = list(self.pool.map(lambda item: decode_file(*item, self.min_side, self.thumbnails), kept.fresh))
         self.report.add(skipped=[d for d in decoded if isinstance(d, Skipped)])
         return [d for d in decoded if isinstance(d, Decoded)]
 
@@ -244,6 +265,14 @@ class TextEmbedding:
         return self.encoder.encode_texts([text])[0]
 
 
+def write_rows(store: ImageStore, rows: list[dict], embeddings: np.ndarray) -> tuple[int, int]:
+    """Upsert embedded rows, then delete the stored rows they replace (`row["replaces"]`); (added, updated)."""
+    inserted = store.insert(rows, embeddings)
+    replaced = [row["replaces"] for row in rows if row.get("replaces") is not None]
+    store.delete(replaced)  # after the insert: a crash in between leaves a row too many, never too few
+    return inserted - len(replaced), len(replaced)
+
+
 @register(name="t2i/milvus-insert")
 class MilvusInsert:
     """Op: (decoded images, embeddings, the window's rows) -> rows inserted; advances the progress bar."""
@@ -253,14 +282,12 @@ class MilvusInsert:
 
     @_stop_on_error
     def __call__(self, items: list[Decoded], embeddings: np.ndarray, batch: list[dict]) -> int:
-        inserted = self.store.insert([item.row for item in items], embeddings)
-        replaced = [item.row["replaces"] for item in items if item.row.get("replaces") is not None]
-        self.store.delete(replaced)  # after the insert: a crash in between leaves a row too many, never too few
+        added, updated = write_rows(self.store, [item.row for item in items], embeddings)
         self.report.batch_done()
-        self.report.add(added=inserted - len(replaced), updated=len(replaced))
+        self.report.add(added=added, updated=updated)
         if self.report.progress is not None:
             self.report.progress.update(len(batch))
-        return inserted
+        return added + updated
 
 
 @register(name="t2i/milvus-search")

@@ -161,11 +161,8 @@ def ingest(
         The report: added, unchanged, updated, removed and skipped (with reasons), and the time it took.
     """
     started = time.perf_counter()
-    records = [{**row, **file_state(row["path"])} for row in rows[["path", "label", "caption"]].to_dict("records")]
     report = IngestReport(max_in_flight=max(2, IMAGES_IN_FLIGHT // batch_size))
-    if sync_root is not None:
-        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
-    todo = records if verify else skip_unchanged(records, store, report)
+    records, todo = list_files(rows, store, report, sync_root, verify)
     try:
         if todo:
             unchanged = len(records) - len(todo)
@@ -184,6 +181,23 @@ def ingest(
         store.flush()  # also after a failure: what was inserted is counted and searchable
         report.finish(started, len(records))
     return report
+
+
+def list_files(
+    rows: pd.DataFrame, store: ImageStore, report: IngestReport, sync_root: str | Path | None, verify: bool
+) -> tuple[list[dict], list[dict]]:
+    """Every file of a dataset with its size and mtime, and those to read: the start of every ingest.
+
+    With `sync_root`, stored rows under that folder whose file is not listed are removed first; unless
+    `verify`, files stored with the same size and modification time are counted unchanged and not read.
+
+    Returns:
+        (all the records, the records to read); `report` counts what was removed and unchanged.
+    """
+    records = [{**row, **file_state(row["path"])} for row in rows[["path", "label", "caption"]].to_dict("records")]
+    if sync_root is not None:
+        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
+    return records, records if verify else skip_unchanged(records, store, report)
 
 
 def file_state(path: str) -> dict[str, int]:
