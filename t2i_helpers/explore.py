@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .collection import VECTOR_WINDOW
 from .encoders import Encoder, l2_normalize
 from .images import ImageError, Thumbnails, read_image
 from .queries import DEFAULT_TEMPLATES, category_name, query_embeddings
-from .store import VECTOR_WINDOW, ImageStore
+from .store import ImageStore
 
 
 @dataclass(frozen=True)

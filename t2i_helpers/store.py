@@ -22,24 +22,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from .collection import (
+    FILE_FIELDS,
+    META_PREFIX,
+    SCHEMA_VERSION,
+    TEXT_FIELDS,
+    CollectionLayout,
+    StoreError,
+    clip_text,
+)
 from .config import Config
 from .encoders import Encoder
-from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, path_keywords
 
-SCHEMA_VERSION = 2  # 2 added size, mtime_ns and (where supported) keywords; version 1 is migrated on open
-META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
-# Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
-LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
-_TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
-_FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
-OUTPUT_FIELDS = list(_TEXT_FIELDS)
-INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
-VECTOR_WINDOW = 2048  # rows per query when vectors come back too (a 1024-d window is 8 MB)
+OUTPUT_FIELDS = list(TEXT_FIELDS)
 
 
 class Hit(NamedTuple):
@@ -58,19 +58,6 @@ class FileState(NamedTuple):
     id: int
     size: int
     mtime_ns: int
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked; the message says what to do instead."""
-
-
-class EncoderMismatchError(StoreError):
-    """The collection was built with another encoder or dimension."""
-
-
-def clip_text(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
 def quote(text: str) -> str:
@@ -108,7 +95,7 @@ def read_meta(config: Config) -> dict | None:
     return json.loads(description[len(META_PREFIX) :])
 
 
-class ImageStore:
+class ImageStore(CollectionLayout):
     """A Milvus collection of images: id (content hash), path, label, caption and embedding.
 
     Use `ImageStore.open(config, encoder)`; the constructor arguments are the same, spelled out.
@@ -164,97 +151,6 @@ class ImageStore:
                 ) from err
             raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
 
-    def _check_meta(self, name: str, *versions: int) -> int:
-        """Refuse a collection not made by t2i, of another schema version or of another encoder; its version."""
-        description = self.client.describe_collection(name).get("description", "")
-        if not description.startswith(META_PREFIX):
-            raise StoreError(
-                f"collection {name!r} at {self.config.uri} was not made by t2i; choose another --collection name"
-            )
-        found = json.loads(description[len(META_PREFIX) :])
-        version = found.get("schema_version")
-        if version not in versions:
-            raise StoreError(
-                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION} and 1: "
-                "upgrade t2i to the version that wrote it, or index into another --collection"
-            )
-        if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
-            raise EncoderMismatchError(
-                f"collection {self.collection!r} holds {found['dim']}-d vectors from encoder "
-                f"{found['encoder']!r}, but encoder {self.meta['encoder']!r} makes {self.meta['dim']}-d vectors. "
-                f"Search it with --encoder {found['encoder']}, or index into another --collection, "
-                f"or rebuild it with `t2i index ... --reset` (drops its rows)."
-            )
-        self.meta["keywords"] = bool(found.get("keywords", False))
-        return version
-
-    def _migrate(self) -> None:
-        """Bring a version-1 collection to this schema in place; every step can be cut off and run again.
-
-        milvus-lite can neither add fields nor rename collections, so the rows are copied into a backup
-        collection of this schema, the collection is made anew and the rows copied back (size and mtime not
-        known: the next index re-reads those files once); the backup is dropped only when every row is back.
-        """
-        if not self.client.has_collection(self._backup):
-            self._create(self._backup)
-            self._copy_rows(self.collection, self._backup)
-            self.client.drop_collection(self.collection)
-        self.client.load_collection(self._backup)
-        if self.client.has_collection(self.collection):
-            self.client.load_collection(self.collection)
-        else:
-            self._create(self.collection)
-        self._copy_rows(self._backup, self.collection)
-        self.client.drop_collection(self._backup)
-
-    def _copy_rows(self, source: str, target: str) -> None:
-        """Upsert every row of `source` into `target` (fields `source` lacks are -1, not known); check the count."""
-        rows = self.scan(["id", *_TEXT_FIELDS, "embedding"], collection=source, window=VECTOR_WINDOW)
-        for row in rows:
-            row.setdefault("size", -1)
-            row.setdefault("mtime_ns", -1)
-        for lo in range(0, len(rows), INSERT_CHUNK):
-            self.client.upsert(target, self._with_keywords(rows[lo : lo + INSERT_CHUNK]))
-        self.client.flush(target)
-        if self._count(target) != len(rows):
-            raise StoreError(
-                f"copying collection {source!r} into {target!r} left {self._count(target)} of {len(rows)} rows; "
-                f"{source!r} is kept: open the store again to retry"
-            )
-
-    def _create(self, name: str) -> None:
-        if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
-            # checked before the collection is made: milvus-lite refuses them only at create_index
-            raise StoreError(
-                f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
-                "or a Milvus server (--uri http://host:19530) for HNSW, IVF_SQ8, IVF_PQ, DISKANN and the rest"
-            )
-        self.meta["keywords"] = keyword_support(self.client, self.config) is None  # measured, see keywords.py
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
-        )
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        for field, max_length in _TEXT_FIELDS.items():
-            schema.add_field(field, DataType.VARCHAR, max_length=max_length)
-        for field in _FILE_FIELDS:
-            schema.add_field(field, DataType.INT64)
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
-        index = self.client.prepare_index_params()
-        index.add_index(
-            "embedding",
-            index_type=self.config.index_type,
-            metric_type=self.config.metric,
-            params=dict(self.config.index_params),
-        )
-        if self.meta["keywords"]:
-            add_keyword_fields(schema, index)
-        self.client.create_collection(  # creates the index and loads the collection
-            name,
-            schema=schema,
-            index_params=index,
-            consistency_level="Strong",  # a search sees every insert before it
-        )
-
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
         if len(rows) != len(embeddings):
@@ -264,20 +160,13 @@ class ImageStore:
         data = [
             {
                 "id": int(row["id"]),
-                **{k: clip_text(str(row.get(k) or ""), n) for k, n in _TEXT_FIELDS.items()},
-                **{k: int(row.get(k, -1)) for k in _FILE_FIELDS},
+                **{k: clip_text(str(row.get(k) or ""), n) for k, n in TEXT_FIELDS.items()},
+                **{k: int(row.get(k, -1)) for k in FILE_FIELDS},
                 "embedding": vector.tolist(),
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
         ]
         return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
-
-    def _with_keywords(self, rows: list[dict]) -> list[dict]:
-        """`rows` with the words of each one's path as its keywords, where the collection has that field."""
-        if self.meta.get("keywords"):
-            for row in rows:
-                row[KEYWORD_FIELD] = clip_text(path_keywords(row["path"]), MAX_KEYWORD_BYTES)
-        return rows
 
     def flush(self) -> None:
         """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
@@ -297,7 +186,7 @@ class ImageStore:
         for lo in range(0, len(paths), chunk):
             listed = ", ".join(quote(p) for p in paths[lo : lo + chunk])
             rows = self.client.query(
-                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *_FILE_FIELDS]
+                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *FILE_FIELDS]
             )
             found.update({r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"])) for r in rows})
         return found
@@ -311,12 +200,12 @@ class ImageStore:
         changes = {int(r["id"]): r for r in rows}
         if not changes:
             return
-        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *_TEXT_FIELDS, "embedding"])
+        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *TEXT_FIELDS, "embedding"])
         updated = []
         for row in map(dict, stored):
             change = changes[int(row["id"])]
-            path = clip_text(str(change["path"]), _TEXT_FIELDS["path"])
-            updated.append({**row, "path": path, **{k: int(change[k]) for k in _FILE_FIELDS}})
+            path = clip_text(str(change["path"]), TEXT_FIELDS["path"])
+            updated.append({**row, "path": path, **{k: int(change[k]) for k in FILE_FIELDS}})
         if updated:
             self.client.upsert(self.collection, self._with_keywords(updated))
 
@@ -348,7 +237,7 @@ class ImageStore:
         """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns; missing ids are
         left out."""
         ids = [int(i) for i in ids]
-        fields = ["id", *_TEXT_FIELDS, *_FILE_FIELDS]
+        fields = ["id", *TEXT_FIELDS, *FILE_FIELDS]
         return list(self.client.get(self.collection, ids=ids, output_fields=fields)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:

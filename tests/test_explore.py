@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pymilvus import DataType, MilvusClient
 
+from t2i_helpers.collection import META_PREFIX
 from t2i_helpers.config import Config
 from t2i_helpers.duplicates import (
     category_outliers,
@@ -36,7 +37,7 @@ from t2i_helpers.explore import (
 from t2i_helpers.hybrid import compare_search_modes, hybrid_search, keyword_search
 from t2i_helpers.keywords import KEYWORD_FIELD, path_keywords
 from t2i_helpers.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
-from t2i_helpers.store import META_PREFIX, ImageStore, StoreError, read_meta
+from t2i_helpers.store import ImageStore, StoreError, read_meta
 
 from .test_reindex import _version_1_collection
 

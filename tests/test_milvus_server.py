@@ -11,10 +11,11 @@ import pytest
 from pymilvus import MilvusClient
 
 from t2i_helpers.api import create_api
+from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
 from t2i_helpers.engine import NoIndexError, SearchEngine
 from t2i_helpers.server import BackgroundServer
-from t2i_helpers.store import EncoderMismatchError, ImageStore
+from t2i_helpers.store import ImageStore
 
 milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
 
