@@ -65,6 +65,9 @@ class CollectionLayout:
                 f"or rebuild it with `t2i index ... --reset` (drops its rows)."
             )
         self.meta["keywords"] = bool(found.get("keywords", False))
+        self.meta.pop("encoder_spec", None)
+        if "encoder_spec" in found:
+            self.meta["encoder_spec"] = found["encoder_spec"]
         return version
 
     def _migrate(self) -> None:

@@ -54,8 +54,9 @@ class SearchEngine:
             reset: drop the collection first (its rows are lost).
         """
         config = config or Config.from_env()
-        encoder = encoder or load_encoder(config.encoder)
-        if encoder.name != config.encoder:
+        if encoder is None:
+            encoder = load_encoder(config.encoder)  # config.encoder stays the name it was loaded by
+        elif encoder.name != config.encoder:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
 
@@ -79,7 +80,7 @@ class SearchEngine:
                 f"there is no index at {config.uri} (collection {config.collection!r}) yet: make one with "
                 f"`t2i index FOLDER_OR_CSV{where}`, or `t2i index bundled{where}` for the bundled photos"
             )
-        return cls.open(config.with_(encoder=encoder or meta["encoder"]))
+        return cls.open(config.with_(encoder=encoder or meta.get("encoder_spec", meta["encoder"])))
 
     @property
     def store(self) -> ImageStore:

@@ -101,9 +101,13 @@ class ImageStore(CollectionLayout):
     Use `ImageStore.open(config, encoder)`; the constructor arguments are the same, spelled out.
     """
 
-    def __init__(self, config: Config, encoder_name: str, dim: int, reset: bool = False) -> None:
+    def __init__(
+        self, config: Config, encoder_name: str, dim: int, reset: bool = False, encoder_spec: str | None = None
+    ) -> None:
         self.config, self.collection = config, config.collection
         self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
+        if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
+            self.meta["encoder_spec"] = encoder_spec
         self.client = self._connect(config)
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         try:
@@ -127,8 +131,12 @@ class ImageStore(CollectionLayout):
 
     @classmethod
     def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
-        """Open (or create) the collection for `encoder`; refuse one built with another encoder."""
-        return cls(config, encoder.name, encoder.dim, reset=reset)
+        """Open (or create) the collection for `encoder`; refuse one built with another encoder.
+
+        A new collection records `config.encoder` too when it differs from the encoder's name, so that a search
+        can load the same encoder again (`SearchEngine.open_index`).
+        """
+        return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
 
     @staticmethod
     def _connect(config: Config) -> MilvusClient:

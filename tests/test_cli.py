@@ -102,3 +102,19 @@ def test_search_by_image(tmp_path, image_folder, capsys):
     with pytest.raises(SystemExit) as usage:  # a text query and a picture at once
         main(["search", "a dog", "--image", str(picture), "--uri", uri])
     assert usage.value.code == 2 and "a text query or --image PATH" in capsys.readouterr().err
+
+
+def test_a_collection_built_with_a_projection_head_is_searched_with_it(tmp_path, image_folder, capsys):
+    """The head's encoder name (`...+head-TAG`) cannot be loaded; the collection also records how it was loaded."""
+    import numpy as np
+
+    from t2i_helpers.projection import ProjectionHead
+
+    head = ProjectionHead(np.zeros((1000, 384), np.float32), np.zeros(384, np.float32)).save(tmp_path / "head.npz")
+    uri = str(tmp_path / "head.db")
+    assert main(["index", str(image_folder), "--uri", uri, "--encoder", f"conse-head:{head}"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a car", "-k", "2", "--uri", uri]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["info", "--uri", uri]) == 0
+    assert f"encoder_spec: conse-head:{head}" in capsys.readouterr().out
