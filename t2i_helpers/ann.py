@@ -33,7 +33,8 @@ from pymilvus.exceptions import MilvusException
 from tqdm.auto import tqdm
 
 from .encoders import l2_normalize
-from .evaluate import exact_top_k, release_lite
+from .evaluate import release_lite
+from .metrics import exact_top_k
 
 COLLECTION = "ann_study"
 # Milvus caps one insert RPC at 64 MB; inserts of at most 16 MB of vectors stay well under it.
