@@ -12,8 +12,8 @@ ratios against exact FLAT search on the same server and against faiss with the s
 the same run; writes every row to `benchmarks/results/ann_server_<N>.csv` (notebook 03 shows that file when
 the server package is missing).
 
-    .venv/bin/python benchmarks/ann.py                      # 100,000 vectors: about 5 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/ann.py --vectors 1000000 --hnsw-m 16
+    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/ann.py       # 100,000 vectors: ~5 minutes on 2 cores
+    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/ann.py --vectors 1000000 --hnsw-m 16
 """
 
 from __future__ import annotations
@@ -27,15 +27,9 @@ import pandas as pd
 
 from t2i_helpers.ann import cheapest_at, extended_collection, index_study, standard_sweeps
 from t2i_helpers.encoders import load_encoder
-from t2i_helpers.evaluate import (
-    caption_queries,
-    index_data,
-    load_eval_data,
-    query_embeddings,
-    stored_embeddings,
-    temporary_store,
-)
+from t2i_helpers.evaluate import index_data, stored_embeddings, temporary_store
 from t2i_helpers.milvus_server import milvus_server
+from t2i_helpers.queries import caption_queries, load_eval_data, query_embeddings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
