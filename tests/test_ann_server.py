@@ -19,12 +19,6 @@ needs_server = pytest.mark.skipif(not server_available(), reason='the server tes
 
 
 @pytest.fixture(scope="module")
-def server_uri():
-    with milvus_server() as uri:
-        yield uri
-
-
-@pytest.fixture(scope="module")
 def collection():
     """5,000 random unit vectors (64-d) and 100 random queries: no clusters, so a cheap search parameter
     loses neighbours."""
@@ -33,7 +27,7 @@ def collection():
 
 
 @needs_server
-def test_the_server_honours_ef_and_nprobe(server_uri, collection):
+def test_the_server_honours_ef_and_nprobe(milvus_uri, collection):
     vectors, queries = collection
     sweeps = [
         IndexSweep("FLAT", {}),
@@ -41,7 +35,7 @@ def test_the_server_honours_ef_and_nprobe(server_uri, collection):
         IndexSweep("IVF_SQ8", {"nlist": 64}, ({"nprobe": 1}, {"nprobe": 64})),
         IndexSweep("HNSW", {"M": 16, "efConstruction": 100}, ({"ef": 10}, {"ef": 200})),
     ]
-    table = index_study(vectors, queries, sweeps, n_latency=5, uri=server_uri)
+    table = index_study(vectors, queries, sweeps, n_latency=5, uri=milvus_uri)
     recall = dict(zip(table["index"] + " " + table.params, table["recall@10"]))
     assert table.backend.tolist() == ["numpy"] + ["milvus server"] * 7
     assert recall["FLAT "] == 1.0  # searches that do not wait for new writes still see every flushed row
@@ -53,29 +47,29 @@ def test_the_server_honours_ef_and_nprobe(server_uri, collection):
     assert (table.p50_ms > 0).all() and (table.build_s[1:] > 0).all()
     picked = cheapest_at(table, recall=0.95)
     assert picked[picked["index"] == "IVF_FLAT nlist=64"].params.tolist() == ["nprobe=64"]
-    assert not MilvusClient(uri=server_uri).has_collection(COLLECTION)  # the study leaves nothing behind
+    assert not MilvusClient(uri=milvus_uri).has_collection(COLLECTION)  # the study leaves nothing behind
 
 
 @needs_server
-def test_the_server_builds_what_milvus_lite_refuses(server_uri, collection):
+def test_the_server_builds_what_milvus_lite_refuses(milvus_uri, collection):
     vectors, queries = collection
-    table = index_support(vectors[:2000], queries[:20], ["HNSW", "IVF_SQ8", "NO_SUCH_INDEX"], uri=server_uri)
+    table = index_support(vectors[:2000], queries[:20], ["HNSW", "IVF_SQ8", "NO_SUCH_INDEX"], uri=milvus_uri)
     assert table.builds.tolist() == [True, True, False]
     assert (table["recall@10"].iloc[:2] > 0.5).all() and "NO_SUCH_INDEX" in table.note.iloc[2]
 
 
 @needs_server
-def test_a_second_server_runs_beside_the_first_and_stops_when_the_block_ends(server_uri):
+def test_a_second_server_runs_beside_the_first_and_stops_when_the_block_ends(milvus_uri):
     with milvus_server() as uri:
-        assert uri != server_uri
+        assert uri != milvus_uri
         client = MilvusClient(uri=uri)
         client.create_collection("probe", dimension=4)
         assert client.list_collections() == ["probe"]
         client.close()
-        assert "probe" not in MilvusClient(uri=server_uri).list_collections()  # its own etcd, its own data
+        assert "probe" not in MilvusClient(uri=milvus_uri).list_collections()  # its own etcd, its own data
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", urlparse(uri).port), timeout=2).close()
-    first = MilvusClient(uri=server_uri)  # the first one still works
+    first = MilvusClient(uri=milvus_uri)  # the first one still works
     first.create_collection("after", dimension=4)
     assert "after" in first.list_collections()
     first.drop_collection("after")

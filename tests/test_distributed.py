@@ -28,7 +28,6 @@ from t2i_helpers.cli import main
 from t2i_helpers.config import Config
 from t2i_helpers.datasets import load_source
 from t2i_helpers.distributed import chunk_files, plan_resources
-from t2i_helpers.milvus_server import INSTALL_HINT, milvus_server, server_available
 from t2i_helpers.pipelines import IngestError, ingest
 from t2i_helpers.store import ImageStore, StoreError
 
@@ -134,15 +133,6 @@ def test_the_cli_refuses_milvus_lite_for_the_ray_engine_at_once(tmp_path, image_
 
 
 # --- against a Milvus server and a two-node Ray cluster ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def milvus_uri():
-    """A Milvus standalone server on 127.0.0.1 (the `server` extra), as in tests/test_milvus_server.py."""
-    if not server_available():
-        pytest.skip(f"needs {INSTALL_HINT}")
-    with milvus_server() as uri:
-        yield uri
 
 
 @pytest.fixture(scope="module")
