@@ -14,6 +14,8 @@ the server package is missing).
 
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/ann.py       # 100,000 vectors: ~5 minutes on 2 cores
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/ann.py --vectors 1000000 --hnsw-m 16
+    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/ann.py --hnsw-m 16 --ef-construction 50 100 200 \
+        --nlist 128 256 512 --out benchmarks/results/ann_server_100000_build_params.csv   # the build parameters
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=50)
     parser.add_argument("--hnsw-m", type=int, nargs="*", default=[8, 16, 32])
     parser.add_argument("--ef-construction", type=int, nargs="+", default=[100])
+    parser.add_argument("--nlist", type=int, nargs="+", default=None, help="IVF list counts; default one near sqrt(N)")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ann_server_<N>.csv")
     args = parser.parse_args()
 
@@ -55,7 +58,9 @@ def main() -> None:
         _, image_embeddings = stored_embeddings(store)
     queries = query_embeddings(encoder, caption_queries(data).texts)[: args.queries]
     vectors = extended_collection(image_embeddings, args.vectors)
-    sweeps = standard_sweeps(len(vectors), args.hnsw_m, args.ef_construction, ivf_types=("IVF_FLAT", "IVF_SQ8"))
+    sweeps = standard_sweeps(
+        len(vectors), args.hnsw_m, args.ef_construction, ivf_types=("IVF_FLAT", "IVF_SQ8"), nlists=args.nlist
+    )
     print(
         f"{len(image_embeddings)} real image embeddings + generated neighbours = {len(vectors):,} vectors, "
         f"{vectors.shape[1]}-d; {len(queries)} caption queries, latency over {args.latency_queries} single queries"
