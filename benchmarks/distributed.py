@@ -1,6 +1,6 @@
 """The Ray ingest against the local ingest: the same photos into the same Milvus server, on this machine.
 
-In one run, against a Milvus server started here on 127.0.0.1 (PyPI `milvus`), each ingest into a fresh
+In one run, against a Milvus server started here on 127.0.0.1 (the `server` extra), each ingest into a fresh
 collection of its own:
   (a) the local ingest (`t2i index`: the Towhee pipeline in this process);
   (b) the Ray ingest as `t2i index --engine ray` runs it: a local Ray started for the job and stopped after;
@@ -19,15 +19,13 @@ can only add overhead: the same cores read, decode and embed, plus Ray's process
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-
-import milvus
 
 from t2i_helpers import distributed
 from t2i_helpers.config import Config
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.encoders import load_encoder
+from t2i_helpers.milvus_server import milvus_server
 from t2i_helpers.pipelines import ingest
 from t2i_helpers.store import ImageStore
 
@@ -55,11 +53,7 @@ def main() -> None:
     rows = load_bundled()
     rows = rows.head(args.photos) if args.photos else rows
     encoder = load_encoder()
-    server = milvus.MilvusServer()
-    server.set_base_dir(tempfile.mkdtemp(prefix="t2i-bench-milvus-"))
-    server.start()
-    uri = f"http://127.0.0.1:{server.listen_port}"
-    try:
+    with milvus_server() as uri:
         local, local_ids = timed_ingest("local", rows, encoder, uri, "bench_local")
         print(f"(a) local ingest: {local.summary()}; {local.throughput()}")
 
@@ -89,8 +83,6 @@ def main() -> None:
                 )
         again, _ = timed_ingest("local", rows, encoder, uri, "bench_local_again")
         print(f"(a') local ingest again: {again.throughput()}")
-    finally:
-        server.stop()
     baseline = (local.images_per_s + again.images_per_s) / 2
     print(f"fixed costs: Ray start {ray_start:.1f} s, a job's start {small.seconds:.1f} s")
     print(f"ratio ray/local = {cold.images_per_s / baseline:.2f}")

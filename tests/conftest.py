@@ -1,4 +1,4 @@
-"""Shared fixtures: the real offline encoder, the bundled photos and a real milvus-lite store."""
+"""Shared fixtures: the real offline encoder, the bundled photos, a real milvus-lite store and a Milvus server."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.datasets import DatasetError, load_bundled
 from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.milvus_server import INSTALL_HINT, milvus_server, server_available
 
 T2I = str(Path(sys.executable).parent / "t2i")  # the console script of the interpreter running the tests
 
@@ -49,6 +50,17 @@ def engine(tmp_path_factory, encoder, bundled):
     engine.first_report = engine.index(bundled, progress=False)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def milvus_uri():
+    """A real Milvus 2.3 standalone server (the `server` extra) for one test module: free ports, clients and its
+    parts on 127.0.0.1, its data in a temporary folder; about 8 s to start, stopped and removed after the module.
+    Without the package the tests that use it skip."""
+    if not server_available():
+        pytest.skip(f"needs {INSTALL_HINT}")
+    with milvus_server() as uri:
+        yield uri
 
 
 @pytest.fixture

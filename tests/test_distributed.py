@@ -1,8 +1,8 @@
 """The Ray ingest against a real Milvus server and a real two-node Ray cluster, both on 127.0.0.1.
 
-Needs the `distributed` extra (`pip install -e ".[distributed]"`) and the PyPI Milvus server
-(`pip install --no-deps milvus==2.3.5`); without them these tests skip. Every Ray job runs under a time
-limit: a job that hangs fails its test with a message instead of stalling the suite.
+Needs the `distributed` and `server` extras (`pip install -e ".[server,distributed]"`: Ray and the PyPI Milvus
+server); without them these tests skip. Every Ray job runs under a time limit: a job that hangs fails its test
+with a message instead of stalling the suite.
 """
 
 from __future__ import annotations
@@ -133,17 +133,6 @@ def test_the_cli_refuses_milvus_lite_for_the_ray_engine_at_once(tmp_path, image_
 
 
 # --- against a Milvus server and a two-node Ray cluster ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def milvus_uri(tmp_path_factory):
-    """A Milvus standalone server on 127.0.0.1 (PyPI `milvus`), as in tests/test_milvus_server.py."""
-    milvus = pytest.importorskip("milvus", reason="needs `pip install --no-deps milvus==2.3.5`")
-    server = milvus.MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.start()
-    yield f"http://127.0.0.1:{server.listen_port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The same code against a real Milvus server (PyPI `milvus`: an embedded Milvus 2.3 standalone, no Docker).
 
-`milvus` is a test-only install (`pip install --no-deps milvus==2.3.5`); without it these tests skip.
+The server comes from the `server` extra (`pip install -e ".[server]"`); without it these tests skip.
 """
 
 from __future__ import annotations
@@ -14,20 +14,11 @@ from t2i_helpers.api import create_api
 from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
 from t2i_helpers.engine import NoIndexError, SearchEngine
+from t2i_helpers.milvus_server import server_available
 from t2i_helpers.server import BackgroundServer
 from t2i_helpers.store import ImageStore
 
-milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
-
-
-@pytest.fixture(scope="module")
-def server_uri(tmp_path_factory):
-    """A Milvus standalone server on 127.0.0.1, on free ports, with its data in a temp folder."""
-    server = milvus.MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.start()  # returns when the server answers its health check (about 7 s)
-    yield f"http://127.0.0.1:{server.listen_port}"
-    server.stop()
+pytestmark = pytest.mark.skipif(not server_available(), reason='the server tests need pip install -e ".[server]"')
 
 
 @pytest.fixture
@@ -38,8 +29,8 @@ def photos(bundled):
     return pd.concat([picked.iloc[:11], truck]).drop_duplicates("path")
 
 
-def test_index_search_serve_delete_on_a_server(server_uri, encoder, photos):
-    config = Config(uri=server_uri, collection="server_test")
+def test_index_search_serve_delete_on_a_server(milvus_uri, encoder, photos):
+    config = Config(uri=milvus_uri, collection="server_test")
     engine = SearchEngine.open(config, encoder, reset=True)
     try:
         assert not engine.config.is_lite
@@ -59,7 +50,7 @@ def test_index_search_serve_delete_on_a_server(server_uri, encoder, photos):
             stats = httpx.get(f"{server.url}/stats").json()
             image = httpx.get(f"{server.url}{found[0]['image_url']}")
         assert found[0]["id"] == hits[0].id
-        assert stats["uri"] == server_uri and stats["count"] == len(photos)
+        assert stats["uri"] == milvus_uri and stats["count"] == len(photos)
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
 
         doomed = [h.id for h in engine.search("something to eat", top_k=2)]
@@ -76,8 +67,8 @@ def test_index_search_serve_delete_on_a_server(server_uri, encoder, photos):
         reopened.close()
 
 
-def test_server_collection_refuses_another_encoder(server_uri, encoder):
-    config = Config(uri=server_uri, collection="server_mismatch")
+def test_server_collection_refuses_another_encoder(milvus_uri, encoder):
+    config = Config(uri=milvus_uri, collection="server_mismatch")
     ImageStore.open(config, encoder, reset=True).close()
     with pytest.raises(EncoderMismatchError, match=f"--encoder {encoder.name}"):
         ImageStore(config, "conse-effnet-lite0-minilm", encoder.dim)
@@ -85,13 +76,13 @@ def test_server_collection_refuses_another_encoder(server_uri, encoder):
         ImageStore(config, encoder.name, 512)
 
 
-def test_search_on_a_server_opens_only_what_exists(server_uri, encoder, photos):
-    missing = Config(uri=server_uri, collection="never_indexed")
+def test_search_on_a_server_opens_only_what_exists(milvus_uri, encoder, photos):
+    missing = Config(uri=milvus_uri, collection="never_indexed")
     with pytest.raises(NoIndexError, match="no index at .* \\(collection 'never_indexed'\\) yet"):
         SearchEngine.open_index(missing)
-    assert "never_indexed" not in MilvusClient(uri=server_uri).list_collections()  # nothing was created
+    assert "never_indexed" not in MilvusClient(uri=milvus_uri).list_collections()  # nothing was created
 
-    built = Config(uri=server_uri, collection="server_recorded")
+    built = Config(uri=milvus_uri, collection="server_recorded")
     SearchEngine.open(built, encoder, reset=True).close()
     engine = SearchEngine.open_index(built.with_(encoder="conse-effnet-lite0-minilm"))  # config's name is ignored
     try:
@@ -100,7 +91,7 @@ def test_search_on_a_server_opens_only_what_exists(server_uri, encoder, photos):
         engine.close()
 
 
-def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(server_uri, encoder, photos):
+def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, encoder, photos):
     """Milvus 2.3 has no sparse vectors nor BM25 (measured by the store's probe): no keyword field, a clear refusal,
     and vector search, range search and near-duplicates work as on milvus-lite."""
     from t2i_helpers.duplicates import near_duplicates, radius_check
@@ -109,12 +100,12 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(server_uri, en
     from t2i_helpers.keywords import keyword_support
     from t2i_helpers.store import StoreError, read_meta
 
-    config = Config(uri=server_uri, collection="server_hybrid")
+    config = Config(uri=milvus_uri, collection="server_hybrid")
     engine = SearchEngine.open(config, encoder, reset=True)
     try:
         assert engine.store.meta["keywords"] is False and read_meta(config)["keywords"] is False
         assert "104" in keyword_support(engine.store.client, config)  # "create index on 104 field is not supported"
-        assert not [c for c in MilvusClient(uri=server_uri).list_collections() if "probe" in c]  # the probe is gone
+        assert not [c for c in MilvusClient(uri=milvus_uri).list_collections() if "probe" in c]  # the probe is gone
         engine.index(photos, progress=False)
         assert engine.search("a fire truck", top_k=1)[0].path.endswith("firetruck.png")
         refusal = r"^keyword and hybrid search need sparse vectors and BM25, which this Milvus server \(v2\.3\.5"

@@ -17,7 +17,9 @@ def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"]}
     wanted |= {
-        _name(r) for extra in ("test", "notebooks", "distributed") for r in project["optional-dependencies"][extra]
+        _name(r)
+        for extra in ("test", "notebooks", "server", "distributed")
+        for r in project["optional-dependencies"][extra]
     }
     lines = (ROOT / "environment.yml").read_text().splitlines()
     listed = {_name(line.split("- ", 1)[1]) for line in lines if line.startswith("      - ") and "-e ." not in line}
