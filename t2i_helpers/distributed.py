@@ -44,7 +44,8 @@ from .store import ImageStore, StoreError
 FILES_PER_CHUNK = 32  # files per read task
 TASK_CPUS = 0.25  # what a read or write task claims: they wait on files and Milvus as much as they compute
 _NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
-_RAISED = re.compile(r"^\s*(?:\w+\.)*\w*(?:Error|Exception)\w*: (.+)$", re.MULTILINE)  # "ValueError: ..."
+# "ValueError: ..." lines of a worker's traceback: (the error's type, its message)
+_RAISED = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception)\w*): (.+)$", re.MULTILINE)
 INSTALL_HINT = 'the Ray ingest needs Ray: pip install -e ".[distributed]" (or pip install "ray[data]")'
 
 
@@ -251,6 +252,7 @@ def ingest(
     started = time.perf_counter()
     report = IngestReport()
     records, todo = list_files(rows, store, report, sync_root, verify)
+    stored_before = store.count()
     try:
         if todo:
             with ray_session(ray_address):
@@ -262,9 +264,11 @@ def ingest(
                 plan = cluster_plan(actors)
                 stages = ingest_dataset(todo, encoder, spec, store.config, plan, batch_size, thumbnails)
                 sink = MilvusDatasink(store, report)
-                with _quiet("ray.data"):
+                with _quiet("ray.data"), _quiet("pymilvus"):  # both log a failure in full before it is raised
                     stages.write_datasink(sink, ray_remote_args={"num_cpus": plan.task_cpus})
     except Exception as err:
+        with contextlib.suppress(Exception):  # tasks' counts only reach the report at the end: ask the collection
+            report.added = max(report.added, store.count() - stored_before)
         raise IngestError(
             f"the Ray ingest stopped after storing {report.added} new images: {_cause(err)}. Fix the cause and "
             "run it again: images already stored are not embedded again.",
@@ -340,8 +344,8 @@ def _cause(err: BaseException) -> str:
     for inner in reversed(chain):
         text = str(inner).strip()
         if type(inner).__module__.startswith("ray"):  # its text holds the worker's traceback: take the error line
-            raised = _RAISED.findall(text)
-            if raised:
+            raised = [message for kind, message in _RAISED.findall(text) if not kind.startswith("ray.")]
+            if raised:  # the last error the user's code raised, not Ray's "UDF failed" wrapper around it
                 return raised[-1].strip()
         elif text:
             return text.splitlines()[0]

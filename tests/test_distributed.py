@@ -7,6 +7,7 @@ with a message instead of stalling the suite.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -341,35 +342,48 @@ def test_an_encoder_name_the_actors_cannot_load_is_refused_before_ray_starts(mil
         store.close()
 
 
-def test_a_job_that_fails_part_way_stops_with_one_line_instead_of_hanging(milvus_uri, ray_cluster, encoder, photos):
+def test_a_job_that_fails_part_way_stops_with_one_line_instead_of_hanging(
+    tmp_path, milvus_uri, ray_cluster, encoder, photos, bundled
+):
     config = Config(uri=milvus_uri, collection="ray_dropped")
     store = ImageStore.open(config, encoder, reset=True)
+    # The last file is a named pipe: its read task waits until the test has dropped the collection, so the drop
+    # falls mid-job however the shared CPU schedules the rest (watching the row count alone raced the job).
+    late = bundled[~bundled.path.isin(photos.path)].iloc[0]
+    gate = tmp_path / "late.png"
+    os.mkfifo(gate)
+    rows = pd.concat([photos, pd.DataFrame([{**late.to_dict(), "path": str(gate)}])], ignore_index=True)
     dropped = []
 
-    def drop_the_collection() -> None:  # the server loses the collection while the job writes into it
+    def drop_the_collection_then_open_the_gate() -> None:
         deadline = time.monotonic() + JOB_LIMIT_S
-        while time.monotonic() < deadline and not dropped:
-            stored = store.count()
-            if stored > 0:
-                store.client.drop_collection(config.collection)
-                dropped.append(stored)
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline and not dropped:
+                if (stored := store.count()) > 0:
+                    store.client.drop_collection(config.collection)
+                    dropped.append(stored)
+                time.sleep(0.05)
+        finally:
+            with contextlib.suppress(OSError), open(gate, "wb") as pipe:  # blocks until the read task opens it
+                pipe.write(Path(late.path).read_bytes())
 
-    dropper = threading.Thread(target=drop_the_collection, daemon=True)
+    dropper = threading.Thread(target=drop_the_collection_then_open_the_gate, daemon=True)
     dropper.start()
     try:
         with pytest.raises(IngestError) as failed:
             within(
                 JOB_LIMIT_S,
                 lambda: distributed.ingest(
-                    photos, encoder, store, ray_address=ray_cluster.address, batch_size=4, progress=False
+                    rows, encoder, store, ray_address=ray_cluster.address, batch_size=4, progress=False
                 ),
                 "a Ray ingest whose collection was dropped",
             )
     finally:
-        dropper.join(5)
+        if dropper.is_alive():  # the read task never opened the pipe: open it here so the writer returns
+            with contextlib.suppress(OSError), open(os.open(gate, os.O_RDONLY | os.O_NONBLOCK), "rb"):
+                dropper.join(5)
         store.close()
-    assert dropped and dropped[0] < len(photos) - 1, f"the job had stored all before the drop ({dropped})"
+    assert dropped and dropped[0] <= len(photos) - 1, f"the collection was not dropped mid-job ({dropped})"
     message = str(failed.value)
     assert message.startswith("the Ray ingest stopped after storing ") and "\n" not in message
     assert "collection" in message.lower() and "Traceback" not in message
