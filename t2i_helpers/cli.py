@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             query = engine.prepare_query(args.query)
             if query.notice:
                 print(f"t2i: note: {query.notice}", file=sys.stderr)
-            for rank, hit in enumerate(engine.search(query.text, args.top_k, args.category), start=1):
+            for rank, hit in enumerate(engine.search(query, args.top_k, args.category), start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:
             engine = _engine(args)
