@@ -98,7 +98,7 @@ def cached_session(key: GraphKey, cache_dir: Path, build: Callable[[Path], None]
     """A session on the graph for `key`, built with `build(path)` unless a matching one is cached.
 
     A cached file whose metadata names other sources, or that does not load, is rebuilt (with a warning).
-    Older graphs of the same name are removed once the new one is in place.
+    Graphs built from other sources keep their own files (e.g. for another virtual environment's versions).
     """
     path = key.path(cache_dir)
     if path.exists():
@@ -118,9 +118,6 @@ def cached_session(key: GraphKey, cache_dir: Path, build: Callable[[Path], None]
         partial.replace(path)  # atomic: another process never sees half a file
     finally:
         partial.unlink(missing_ok=True)
-    for old in path.parent.glob(f"{key.name}-*.onnx"):
-        if old != path:
-            old.unlink(missing_ok=True)
     return open_session(path, threads)
 
 

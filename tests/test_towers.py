@@ -118,13 +118,16 @@ def test_a_graph_is_built_once_then_taken_from_the_cache(tmp_path):
     assert list(tmp_path.iterdir()) == [key.path(tmp_path)]  # no partial files left
 
 
-def test_other_sources_build_another_graph_and_the_old_one_goes(tmp_path):
+def test_other_sources_get_their_own_graph(tmp_path):
     old, new, calls = towers.GraphKey("tiny-fp32", {"weights": "a"}), towers.GraphKey("tiny-fp32", {"weights": "b"}), []
     towers.cached_session(old, tmp_path, _builder(calls))
     towers.cached_session(new, tmp_path, _builder(calls))
     assert len(calls) == 2 and old.path(tmp_path) != new.path(tmp_path)
-    assert list(tmp_path.iterdir()) == [new.path(tmp_path)]
+    assert sorted(tmp_path.iterdir()) == sorted([old.path(tmp_path), new.path(tmp_path)])
+    towers.cached_session(old, tmp_path, _builder(calls))  # both stay usable: no rebuild going back
+    assert len(calls) == 2
     assert old.derive("tiny-int8", photos=64).digest != new.derive("tiny-int8", photos=64).digest
+    assert old.derive("tiny-int8", photos=64).digest != old.derive("tiny-int8", photos=32).digest
 
 
 @pytest.mark.parametrize("damage", ["graph of other sources", "truncated", "not a graph"])
