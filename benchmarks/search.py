@@ -9,7 +9,8 @@ Then, one query per call as a user types them (captions of the bundled photos, a
       fast: the default encoder (int8 ONNX MiniLM), `SearchEngine.search(text)`;
     both through the same Towhee search pipeline and Milvus collection;
   - the same two calls without Towhee (text encoder then `ImageStore.search`, in the calling thread): the
-    difference is what the Towhee pipeline adds per query;
+    difference is what the Towhee pipeline adds per query; and the new path through a one-node pipeline (the
+    two operators fused: one thread hand-off fewer);
   - each text tower alone (PyTorch, ONNX fp32, ONNX int8), and Milvus alone (`ImageStore.search`);
   - the floor: exact numpy search (matrix product + top-k) over the same vectors in memory.
 Before that, caption -> photo R@10 over the bundled photos (exact search) for each text tower against the same
@@ -37,7 +38,7 @@ from t2i_helpers.conse import ConSEEncoder
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.operators import read_image
+from t2i_helpers.operators import pipe, read_image
 from t2i_helpers.pipelines import prepare_query
 from t2i_helpers.projection import caption_recall
 
@@ -186,12 +187,18 @@ def measure(fast, now, photos: pd.DataFrame, queries: list[str], uri: Path, top_
     def direct(encoder, text: str):
         return store.search(encoder.encode_texts([prepare_query(text, encoder).text]), top_k=top_k)[0]
 
+    one_node = (  # the search pipeline with its two operators fused into one: one thread hand-off fewer
+        pipe.input("text", "top_k")
+        .map(("text", "top_k"), "hits", lambda text, k: store.search(fast.encode_texts([text]), top_k=k)[0])
+        .output("hits")
+    )
     ms = in_turns(
         {
             "now": lambda q: todays.search(prepare_query(q, now).text, top_k=top_k),
             "fast": lambda q: engine.search(q, top_k=top_k),
             "now, no Towhee": lambda q: direct(now, q),
             "fast, no Towhee": lambda q: direct(fast, q),
+            "fast, one node": lambda q: one_node(prepare_query(q, fast).text, top_k).get()[0],
         },
         queries,
     )
@@ -204,6 +211,7 @@ def measure(fast, now, photos: pd.DataFrame, queries: list[str], uri: Path, top_
     print(f"  end to end, new path (int8 MiniLM + Towhee + Milvus):        {percentiles(ms['fast'])}")
     print(f"  today's path without Towhee:                                 {percentiles(ms['now, no Towhee'])}")
     print(f"  new path without Towhee:                                     {percentiles(ms['fast, no Towhee'])}")
+    print(f"  new path, the pipeline's two operators fused in one:         {percentiles(ms['fast, one node'])}")
     print(f"  what Towhee adds at p50: today's path {towhee['now']:.2f} ms, new path {towhee['fast']:.2f} ms")
     print(f"  Milvus search alone:                                         {percentiles(milvus)}")
     print(f"  exact numpy search (floor):                                  {percentiles(exact)}")
