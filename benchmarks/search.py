@@ -38,7 +38,8 @@ from t2i_helpers.conse import ConSEEncoder
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.operators import pipe, read_image
+from t2i_helpers.images import read_image
+from t2i_helpers.operators import pipe
 from t2i_helpers.pipelines import prepare_query
 from t2i_helpers.projection import caption_recall
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .datasets import DatasetError, load_bundled, tuxpaint_csv
+from .images import read_image
 
 RECIPE = 1  # bump when the way graphs are built changes: every cached graph is then rebuilt
 CALIBRATION_PHOTOS = 64  # measured: 32, 64, 128 and all 628 training photos gave the same quality (notebook 02)
@@ -229,8 +230,6 @@ def image_session(
     sources = {"bundled": file_digest(tuxpaint_csv()), "photos": CALIBRATION_PHOTOS, "fp32": IMAGE_FP32_LAYERS}
 
     def quantize(path: Path) -> None:
-        from .operators import read_image
-
         cached_session(fp32, cache_dir, export)  # the fp32 graph, current
         pixels = preprocess([read_image(p)[1] for p in calibration_photos()])
         quantize_image_tower(fp32.path(cache_dir), pixels, path)

@@ -13,7 +13,7 @@ from t2i_helpers import onnx_towers as towers
 from t2i_helpers.config import default_data_dir
 from t2i_helpers.conse import ConSEEncoder, imagenet_classes
 from t2i_helpers.encoders import load_encoder
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 from t2i_helpers.projection import caption_recall, split_by_image
 
 # Lowest cosine between an int8 and the fp32 image embedding of one held-out photo, measured over the 157
