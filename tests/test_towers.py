@@ -118,6 +118,15 @@ def test_a_graph_is_built_once_then_taken_from_the_cache(tmp_path):
     assert list(tmp_path.iterdir()) == [key.path(tmp_path)]  # no partial files left
 
 
+def test_a_deleted_graph_is_built_again(tmp_path):
+    key, calls = towers.GraphKey("tiny-fp32", {"weights": "a"}), []
+    towers.cached_session(key, tmp_path, _builder(calls))
+    key.path(tmp_path).unlink()
+    session = towers.cached_session(key, tmp_path, _builder(calls))
+    assert len(calls) == 2 and key.path(tmp_path).exists()
+    assert session.get_modelmeta().custom_metadata_map["t2i_key"] == key.digest
+
+
 def test_other_sources_get_their_own_graph(tmp_path):
     old, new, calls = towers.GraphKey("tiny-fp32", {"weights": "a"}), towers.GraphKey("tiny-fp32", {"weights": "b"}), []
     towers.cached_session(old, tmp_path, _builder(calls))
