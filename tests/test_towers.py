@@ -46,7 +46,7 @@ def test_default_int8_towers_keep_caption_recall(encoder, bundled):
     captions = list(bundled.caption)
     before = caption_recall(fp32.encode_texts(captions), fp32.encode_images(images), (10,))["R@10"]
     after = caption_recall(encoder.encode_texts(captions), encoder.encode_images(images), (10,))["R@10"]
-    assert abs(after - before) <= 0.01, (before, after)  # measured: 0.259 -> 0.262
+    assert abs(after - before) <= 0.01, (before, after)  # measured: 0.259 -> 0.268 (benchmarks/search.py)
 
 
 def test_int8_text_tower_stays_close_to_fp32(encoder, bundled):
