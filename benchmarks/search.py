@@ -1,14 +1,23 @@
-"""Search latency at 1k and 10k images, and the ingest's peak memory.
+"""Search latency at 1k and 10k images, the text towers compared, and the ingest's peak memory.
 
 Builds two milvus-lite collections through the real ingest pipeline: 1,000 and 10,000 photos, made from the
 bundled photos and flipped / rotated / cropped / recoloured copies of them (written as JPEG files first).
 Then, one query per call as a user types them (captions of the bundled photos, after warm-up), it measures:
-  - end to end: `SearchEngine.search(text)` = text encoder + Towhee pipeline + Milvus;
-  - the text encoder alone, and Milvus alone (`ImageStore.search` of a ready vector);
+  - end to end, today's path and the new one, query by query in turns (so that both see the same load):
+      now:  the encoder as it was before issue 15 (PyTorch MiniLM via sentence-transformers), the query
+            cleaned twice as the CLI and the widget did (`prepare_query`, then `search` of its text);
+      fast: the default encoder (int8 ONNX MiniLM), `SearchEngine.search(text)`;
+    both through the same Towhee search pipeline and Milvus collection;
+  - the same two calls without Towhee (text encoder then `ImageStore.search`, in the calling thread): the
+    difference is what the Towhee pipeline adds per query; and the new path through a one-node pipeline (the
+    two operators fused: one thread hand-off fewer);
+  - each text tower alone (PyTorch, ONNX fp32, ONNX int8), and Milvus alone (`ImageStore.search`);
   - the floor: exact numpy search (matrix product + top-k) over the same vectors in memory.
-Peak resident memory (RSS, this process plus milvus-lite's server process) is sampled during each ingest.
+Before that, caption -> photo R@10 over the bundled photos (exact search) for each text tower against the same
+fp32 image embeddings, and for the default encoder (int8 towers) against today's (fp32 image tower, PyTorch
+MiniLM). Peak resident memory (RSS, this process plus milvus-lite's server process) is sampled during each ingest.
 
-    .venv/bin/python benchmarks/search.py            # about 3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/search.py            # about 4 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -25,9 +34,14 @@ from PIL import Image, ImageOps
 
 from t2i_helpers.ann import latency_ms
 from t2i_helpers.config import Config
+from t2i_helpers.conse import ConSEEncoder
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.images import read_image
+from t2i_helpers.operators import pipe
+from t2i_helpers.pipelines import prepare_query
+from t2i_helpers.projection import caption_recall
 
 AUGMENTATIONS = {
     "flip": ImageOps.mirror,
@@ -106,6 +120,39 @@ def percentiles(ms: np.ndarray) -> str:
     return f"p50 {np.percentile(ms, 50):6.2f} ms  p95 {np.percentile(ms, 95):6.2f} ms"
 
 
+def in_turns(calls: dict, queries: list, warmup: int = 10) -> dict[str, np.ndarray]:
+    """Milliseconds per call of each of `calls` (name -> function of one query), taking turns query by query."""
+    for query in queries[:warmup]:
+        for call in calls.values():
+            call(query)
+    times = {name: [] for name in calls}
+    for query in queries:
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(query)
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: np.array(ms) for name, ms in times.items()}
+
+
+def text_towers(bundled: pd.DataFrame, now: ConSEEncoder, fast: ConSEEncoder) -> None:
+    """Each text tower's caption -> photo R@10 over the bundled photos and its latency; then both encoders' R@10."""
+    captions, images = list(bundled.caption), [read_image(p)[1] for p in bundled.path]
+    fp32_images = now.encode_images(images)
+    towers = {"torch": now, "onnx": ConSEEncoder(backend="onnx", text_backend="onnx"), "onnx-int8": fast}
+    r10 = {name: caption_recall(e.encode_texts(captions), fp32_images, (10,))["R@10"] for name, e in towers.items()}
+    print(
+        "text towers against the same fp32 image embeddings: "
+        + ", ".join(f"R@10 {n} = {r:.3f}" for n, r in r10.items())
+    )
+    ms = in_turns({name: (lambda q, e=e: e.encode_texts([q])) for name, e in towers.items()}, captions[:200])
+    for name in towers:
+        print(f"  text tower alone, {name + ':':10s}                            {percentiles(ms[name])}")
+    fast_r10 = caption_recall(fast.encode_texts(captions), fast.encode_images(images), (10,))["R@10"]
+    difference = round(fast_r10 - r10["torch"], 3) + 0.0  # + 0.0: never "-0.000"
+    print("default encoder (int8 towers) against today's (fp32 image tower, PyTorch MiniLM)")
+    print(f"R@10 now = {r10['torch']:.3f}, R@10 fast = {fast_r10:.3f}, difference = {difference:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -113,18 +160,20 @@ def main() -> None:
     args = parser.parse_args()
 
     bundled = load_bundled()
-    encoder = load_encoder()
+    fast = load_encoder()  # the default: int8 image and text towers
+    now = ConSEEncoder(backend="onnx", text_backend="torch")  # the default encoder before issue 15
     queries = list(bundled.caption.sample(args.queries, random_state=0))
-    print(f"encoder {encoder.name}, {len(queries)} single-text queries per measurement, top_k {args.top_k}")
+    print(f"encoder {fast.name}, {len(queries)} single-text queries per measurement, top_k {args.top_k}")
+    text_towers(bundled, now, fast)
     with tempfile.TemporaryDirectory() as tmp:
         photos = make_photos(bundled, Path(tmp), 10_000)
         for size in (1_000, 10_000):
-            measure(encoder, photos.head(size), queries, Path(tmp) / f"search-{size}.db", args.top_k)
+            measure(fast, now, photos.head(size), queries, Path(tmp) / f"search-{size}.db", args.top_k)
 
 
-def measure(encoder, photos: pd.DataFrame, queries: list[str], uri: Path, top_k: int) -> None:
+def measure(fast, now, photos: pd.DataFrame, queries: list[str], uri: Path, top_k: int) -> None:
     """Ingest `photos` into a new collection, then print the latencies of single queries against it."""
-    engine = SearchEngine.open(Config(uri=str(uri)), encoder)
+    engine = SearchEngine.open(Config(uri=str(uri)), fast)
     with PeakMemory() as memory:
         start = time.perf_counter()
         report = engine.index(photos, progress=False)
@@ -133,16 +182,42 @@ def measure(encoder, photos: pd.DataFrame, queries: list[str], uri: Path, top_k:
         f"\n{len(photos)} photos: {report.summary()} in {seconds:.1f} s ({len(photos) / seconds:.0f} images/s); "
         f"RSS (with milvus-lite's process) {memory.before:.0f} MB before, peak {memory.peak:.0f} MB during the ingest"
     )
-    matrix = np.array([r["embedding"] for r in engine.store.scan(["embedding"])], np.float32)
-    vectors = list(encoder.encode_texts(queries))
-    end_to_end = latency_ms(lambda q: engine.search(q, top_k=top_k), queries, warmup=10)
-    text_only = latency_ms(lambda q: encoder.encode_texts([q]), queries, warmup=10)
-    milvus = latency_ms(lambda v: engine.store.search(v[None, :], top_k=top_k), vectors, warmup=10)
+    store = engine.store
+    todays = SearchEngine(engine.config, now, store)  # same collection: the encoders share name and image space
+
+    def direct(encoder, text: str):
+        return store.search(encoder.encode_texts([prepare_query(text, encoder).text]), top_k=top_k)[0]
+
+    one_node = (  # the search pipeline with its two operators fused into one: one thread hand-off fewer
+        pipe.input("text", "top_k")
+        .map(("text", "top_k"), "hits", lambda text, k: store.search(fast.encode_texts([text]), top_k=k)[0])
+        .output("hits")
+    )
+    ms = in_turns(
+        {
+            "now": lambda q: todays.search(prepare_query(q, now).text, top_k=top_k),
+            "fast": lambda q: engine.search(q, top_k=top_k),
+            "now, no Towhee": lambda q: direct(now, q),
+            "fast, no Towhee": lambda q: direct(fast, q),
+            "fast, one node": lambda q: one_node(prepare_query(q, fast).text, top_k).get()[0],
+        },
+        queries,
+    )
+    matrix = np.array([r["embedding"] for r in store.scan(["embedding"])], np.float32)
+    vectors = list(fast.encode_texts(queries))
+    milvus = latency_ms(lambda v: store.search(v[None, :], top_k=top_k), vectors, warmup=10)
     exact = latency_ms(lambda v: np.argpartition(-(matrix @ v), top_k)[:top_k], vectors, warmup=10)
-    print(f"  end to end (encoder + Towhee + Milvus): {percentiles(end_to_end)}")
-    print(f"  text encoder alone:                     {percentiles(text_only)}")
-    print(f"  Milvus search alone:                    {percentiles(milvus)}")
-    print(f"  exact numpy search (floor):             {percentiles(exact)}")
+    towhee = {path: np.median(ms[path]) - np.median(ms[f"{path}, no Towhee"]) for path in ("now", "fast")}
+    print(f"  end to end, today's path (PyTorch MiniLM + Towhee + Milvus): {percentiles(ms['now'])}")
+    print(f"  end to end, new path (int8 MiniLM + Towhee + Milvus):        {percentiles(ms['fast'])}")
+    print(f"  today's path without Towhee:                                 {percentiles(ms['now, no Towhee'])}")
+    print(f"  new path without Towhee:                                     {percentiles(ms['fast, no Towhee'])}")
+    print(f"  new path, the pipeline's two operators fused in one:         {percentiles(ms['fast, one node'])}")
+    print(f"  what Towhee adds at p50: today's path {towhee['now']:.2f} ms, new path {towhee['fast']:.2f} ms")
+    print(f"  Milvus search alone:                                         {percentiles(milvus)}")
+    print(f"  exact numpy search (floor):                                  {percentiles(exact)}")
+    if len(photos) == 10_000:
+        print(f"ratio query_fast/query_now = {np.median(ms['fast']) / np.median(ms['now']):.2f}")
     engine.close()
 
 

@@ -199,7 +199,7 @@ def _search_routes(service: _Service) -> APIRouter:
             raise HTTPException(422, f"q: {err}") from err
         if query.notice:
             response.headers[NOTICE_HEADER] = query.notice
-        return [hit_out(h) for h in engine.search(query.text, k, service.check_category(category))]
+        return [hit_out(h) for h in engine.search(query, k, service.check_category(category))]
 
     @router.post(
         "/search/image",

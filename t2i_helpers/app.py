@@ -95,7 +95,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
             query = engine.prepare_query(text)
         except ValueError as err:  # empty or over-long: say what to change
             return refused(str(err))
-        hits = engine.search(query.text, int(k), filter_of(category))
+        hits = engine.search(query, int(k), filter_of(category))
         return show(hits, f"“{query.text}”", category, query.notice)
 
     @answering

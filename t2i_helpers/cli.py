@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 query = engine.prepare_query(args.query)
                 if query.notice:
                     print(f"t2i: note: {query.notice}", file=sys.stderr)
-                hits = engine.search(query.text, args.top_k, args.category)
+                hits = engine.search(query, args.top_k, args.category)
             for rank, hit in enumerate(hits, start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:

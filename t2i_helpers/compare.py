@@ -37,13 +37,19 @@ class Candidate(NamedTuple):
     kwargs: dict = {}
 
 
+FP32 = {"backend": "onnx", "text_backend": "onnx"}  # both ConSE towers on ONNX Runtime in fp32
+INT8 = {"backend": "onnx-int8", "text_backend": "onnx-int8"}  # both int8: the default
+
 CANDIDATES = [
-    Candidate("ConSE Lite0 + MiniLM", "conse-effnet-lite0-minilm"),
-    Candidate("ConSE Lite1 + MiniLM", "conse-effnet-lite1-minilm"),
-    Candidate("ConSE Lite2 + MiniLM (default)", "conse-effnet-minilm"),
+    Candidate("ConSE Lite0 + MiniLM, fp32", "conse-effnet-lite0-minilm", FP32),
+    Candidate("ConSE Lite0 + MiniLM, int8", "conse-effnet-lite0-minilm", INT8),
+    Candidate("ConSE Lite1 + MiniLM, fp32", "conse-effnet-lite1-minilm", FP32),
+    Candidate("ConSE Lite1 + MiniLM, int8", "conse-effnet-lite1-minilm", INT8),
+    Candidate("ConSE Lite2 + MiniLM, fp32", "conse-effnet-minilm", FP32),
+    Candidate("ConSE Lite2 + MiniLM, int8 (default)", "conse-effnet-minilm", INT8),
     Candidate("ConSE Lite2, T=5", "conse-effnet-minilm", {"top_t": 5}),
     Candidate("ConSE Lite2, name prompt only", "conse-effnet-minilm", {"prompts": ("a photo of a {name}.",)}),
-    Candidate("ConSE Lite2, eager torch", "conse-effnet-minilm", {"backend": "torch"}),
+    Candidate("ConSE Lite2, eager torch", "conse-effnet-minilm", {"backend": "torch", "text_backend": "torch"}),
     Candidate("CLIP ViT-B/32 (OpenAI)", "openclip:ViT-B-32/openai"),
     Candidate("CLIP ViT-B/16 (OpenAI)", "openclip:ViT-B-16/openai"),
     Candidate("CLIP ViT-L/14 (OpenAI)", "openclip:ViT-L-14/openai"),

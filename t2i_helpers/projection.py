@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .conse import softmax
 from .encoders import l2_normalize
 from .images import read_image
 from .metrics import exact_top_k, hit_rate_at_k, relevance_matrix
@@ -81,9 +80,9 @@ class Features:
 
     @classmethod
     def compute(cls, encoder, rows: pd.DataFrame) -> Features:
-        """Run the frozen towers once over `rows` (path, caption)."""
+        """Run the frozen towers of `encoder` (a `conse.ConSEEncoder`) once over `rows` (path, caption)."""
         logits = encoder.image_logits([read_image(p)[1] for p in rows.path])
-        conse = encoder.embed_probabilities(softmax(logits))
+        conse = encoder.embed_logits(logits)
         return cls(logits.astype(np.float32), conse, encoder.encode_texts(list(rows.caption)))
 
 

@@ -111,7 +111,7 @@ class SearchBox(widgets.VBox):
 
         def run() -> None:
             query = self.engine.prepare_query(text)  # raises ValueError for an empty query
-            hits = self.engine.search(query.text, self.top_k.value, self._filter())
+            hits = self.engine.search(query, self.top_k.value, self._filter())
             self._show(hits, f"“{query.text}”", query.notice)
             self._repeat = run
 

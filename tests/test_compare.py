@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from t2i_helpers.compare import PUBLISHED, Candidate, caption_quality, compare_encoders, pareto_front
+from t2i_helpers.compare import (
+    CANDIDATES,
+    FP32,
+    INT8,
+    PUBLISHED,
+    Candidate,
+    caption_quality,
+    compare_encoders,
+    pareto_front,
+)
 from t2i_helpers.images import read_image
 
 
@@ -45,3 +54,14 @@ def test_pareto_front_keeps_only_undominated():
     )
     assert list(pareto_front(table, "R@10", "images/s").encoder) == ["a", "b"]
     assert PUBLISHED.shape[0] == 5
+
+
+def test_each_conse_size_is_compared_in_fp32_and_int8_side_by_side():
+    """Notebook 02's table: every ConSE classifier size has an fp32 row directly followed by its int8 row."""
+    fp32 = [c for c in CANDIDATES if c.kwargs == FP32]
+    assert {c.name for c in fp32} == {"conse-effnet-lite0-minilm", "conse-effnet-lite1-minilm", "conse-effnet-minilm"}
+    for candidate in fp32:
+        following = CANDIDATES[CANDIDATES.index(candidate) + 1]
+        assert (following.name, following.kwargs) == (candidate.name, INT8), candidate.label
+    (default,) = [c for c in CANDIDATES if "(default)" in c.label]
+    assert (default.name, default.kwargs) == ("conse-effnet-minilm", INT8)

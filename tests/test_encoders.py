@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_helpers.conse import ConSEEncoder, imagenet_classes
+from t2i_helpers.conse import imagenet_classes
 from t2i_helpers.encoders import Encoder, available_encoders, l2_normalize, load_encoder, to_rgb_array
 from t2i_helpers.images import read_image
 
@@ -60,6 +60,15 @@ def test_encode_texts(encoder):
     assert encoder.encode_images([]).shape == (0, encoder.dim)
 
 
+@pytest.mark.parametrize("text_backend", ["onnx-int8", "onnx", "torch"])
+def test_a_text_embedding_does_not_depend_on_its_batch(text_backend, bundled):
+    encoder = load_encoder(backend="onnx", text_backend=text_backend)
+    texts = ["a red kangaroo", *bundled.caption[:40], "x " * 400]
+    together = encoder.encode_texts(texts)
+    np.testing.assert_allclose(together[0], encoder.encode_texts(texts[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(together[-1], encoder.encode_texts(texts[-1:])[0], atol=1e-5)
+
+
 def test_text_and_image_share_a_space(encoder, bundled):
     """A photo is closer to its own caption than to the captions of unrelated photos, on average."""
     sample = bundled[bundled.label.isin(["animals", "vehicles", "food"])].sample(40, random_state=0)
@@ -98,19 +107,23 @@ def test_imagenet_class_table():
     assert all(c["definition"] for c in classes)
 
 
-def test_lite0_variant_is_smaller_input(tmp_path):
-    lite0 = load_encoder("conse-effnet-lite0-minilm", cache_dir=str(tmp_path))
+def test_lite0_variant_is_smaller_input():
+    lite0 = load_encoder("conse-effnet-lite0-minilm")
     assert lite0.name == "conse-effnet-lite0-minilm"
     assert lite0.image_size == 224
     _unit_rows(lite0.encode_images([IMAGES["rgb"]]), 1, 384)
 
 
-def test_onnx_image_tower_gives_the_eager_torch_results(encoder, bundled):
-    """The default fast path (ONNX Runtime, scaling inside the graph) is the same model as eager PyTorch."""
+def test_fp32_onnx_towers_give_the_eager_torch_results(bundled):
+    """The fp32 ONNX Runtime towers (scaling, pooling and normalizing inside the graphs) are the PyTorch models."""
     images = [read_image(p)[1] for p in bundled.path[:16]]
-    eager = ConSEEncoder(backend="torch")
-    assert encoder.backend == "onnx" and eager.backend == "torch"
-    pixels = encoder.preprocess(images)
+    fp32 = load_encoder(backend="onnx", text_backend="onnx")
+    eager = load_encoder(backend="torch", text_backend="torch")
+    assert fp32._session is not None and fp32._text_session is not None
+    assert eager._session is None and eager._text_session is None
+    pixels = fp32.preprocess(images)
     assert pixels.dtype == np.uint8 and pixels.shape == (16, 260, 260, 3)
-    np.testing.assert_allclose(encoder.logits(pixels), eager.logits(pixels), atol=1e-3)
-    np.testing.assert_allclose(encoder.encode_images(images), eager.encode_images(images), atol=1e-5)
+    np.testing.assert_allclose(fp32.logits(pixels), eager.logits(pixels), atol=1e-3)
+    np.testing.assert_allclose(fp32.encode_images(images), eager.encode_images(images), atol=1e-5)
+    texts = list(bundled.caption[:50]) + ["x " * 400]  # one longer than MiniLM reads: cut the same way
+    np.testing.assert_allclose(fp32.encode_texts(texts), eager.encode_texts(texts), atol=1e-5)
