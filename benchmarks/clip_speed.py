@@ -13,6 +13,7 @@ Rounds alternate between the two backends and each keeps its best, so other work
 
     .venv/bin/python benchmarks/clip_speed.py                        # transformers, about 3 minutes on 2 cores
     .venv-clip/bin/python benchmarks/clip_speed.py --library openclip
+    .venv/bin/python benchmarks/clip_speed.py --arch ViT-L-14 --photos 16 --rounds 2   # the other rows of the README
 """
 
 from __future__ import annotations
@@ -71,29 +72,33 @@ def query_p50_ms(encoder, rounds: int) -> float:
 
 
 def padded_query(encoder, library: str) -> tuple[torch.Tensor, ...]:
-    """One query as the text tower's input padded to the full 77 tokens, as open_clip's tokenizer returns it."""
+    """One query as the text tower's input padded to its full length (77 for CLIP), as open_clip's tokenizer does."""
     if library == "openclip":
         return (encoder.tokenizer(QUERIES[2:3]),)
-    inputs = encoder.tokenizer(QUERIES[2:3], padding="max_length", max_length=77, return_tensors="pt")
+    limit = encoder.model.config.text_config.max_position_embeddings
+    inputs = encoder.tokenizer(QUERIES[2:3], padding="max_length", max_length=limit, return_tensors="pt")
     return (inputs["input_ids"], inputs["attention_mask"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", choices=["hf", "openclip"], default="hf")
+    parser.add_argument("--arch", default="ViT-B-32", help="also ViT-B-16, ViT-L-14, SigLIP-B-16 (hf only)")
     parser.add_argument("--photos", type=int, default=64, help="photos the image tower embeds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each configuration keeps its best")
     args = parser.parse_args()
 
     cache = tempfile.mkdtemp(prefix="t2i-clip-bench-")  # a fresh choice for "auto", timed on this machine now
     build = random_hf if args.library == "hf" else random_openclip
-    eager = build("ViT-B-32", backend="torch", cache_dir=cache)
+    eager = build(args.arch, backend="torch", cache_dir=cache)
     fast = eager.with_backend("auto")
     print(f"{eager.name}: {sum(p.numel() for p in eager.model.parameters()) / 1e6:.0f}M parameters, dim {eager.dim}")
     print(f"backend auto picked here: {fast.backend}  ({torch.get_num_threads()} threads)")
 
     photos = [read_image(path)[1] for path in load_bundled().path[: args.photos]]
+    start = time.perf_counter()
     pixels = eager.preprocess(photos)
+    print(f"  preprocessing (resize, crop, normalize): {len(photos) / (time.perf_counter() - start):.0f} images/s")
     layouts = [(batch, passes) for batch in (8, 16, 32) for passes in (1, 2)]
     best = {"torch": (0.0, ""), "fast": (0.0, "")}
     for _ in range(args.rounds):

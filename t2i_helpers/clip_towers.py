@@ -271,16 +271,22 @@ def build(name: str, tower: Tower, device: torch.device, cache_dir: Path) -> Run
     return Onnx(tower, cache_dir, int8=name == "int8")
 
 
-def time_ms(runner: Runner, example: tuple[torch.Tensor, ...], repeats: int) -> float:
-    """The fastest of `repeats` calls after one warm-up, in ms (the fastest is the least disturbed by other work)."""
-    times = []
+def time_ms(runners: Mapping[str, Runner], example: tuple[torch.Tensor, ...], rounds: int) -> dict[str, float]:
+    """Each runner's fastest call on `example`, in ms, over `rounds` rounds that take turns after a warm-up.
+
+    Taking turns and keeping the fastest makes a burst of other work on a shared CPU slow one sample, not one
+    candidate.
+    """
+    best = dict.fromkeys(runners, float("inf"))
     with torch.inference_mode():
-        runner(*example)
-        for _ in range(repeats):
-            start = time.perf_counter()
+        for runner in runners.values():
             runner(*example)
-            times.append(time.perf_counter() - start)
-    return 1000 * min(times)
+        for _ in range(rounds):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                runner(*example)
+                best[name] = min(best[name], 1000 * (time.perf_counter() - start))
+    return {name: round(ms, 3) for name, ms in best.items()}
 
 
 def fastest(tower: Tower, device: torch.device, cache_dir: Path) -> tuple[str, Runner | None]:
@@ -298,12 +304,8 @@ def fastest(tower: Tower, device: torch.device, cache_dir: Path) -> tuple[str, R
     known = json.loads(path.read_text()) if path.exists() else {}
     if key in known:
         return known[key]["backend"], None
-    runners, timings = {}, {}
-    repeats = 5 if tower.kind == "text" else 2
-    for name in names:
-        example = tuple(x.to(device) for x in tower.example)
-        runners[name] = build(name, tower, device, cache_dir)
-        timings[name] = round(time_ms(runners[name], example, repeats), 3)
+    runners = {name: build(name, tower, device, cache_dir) for name in names}
+    timings = time_ms(runners, tuple(x.to(device) for x in tower.example), 7 if tower.kind == "text" else 3)
     best = min(timings, key=timings.get)
     known = json.loads(path.read_text()) if path.exists() else {}  # another process may have added entries
     known[key] = {"backend": best, "ms": timings}
