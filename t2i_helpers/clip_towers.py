@@ -204,28 +204,40 @@ def onnx_graph(tower: Tower, cache_dir: Path, int8: bool = False) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.part")
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    try:
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(onnx_graph(tower, cache_dir), partial, weight_type=QuantType.QInt8, per_channel=True)
-    else:
-        outputs = {"features": {0: "n"}}
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)  # the fused MultiheadAttention kernel has no ONNX form
+            quantize_dynamic(onnx_graph(tower, cache_dir), partial, weight_type=QuantType.QInt8, per_channel=True)
+        else:
+            _export(tower, partial)
+    except Exception as error:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"the {tower.kind} tower could not be exported to ONNX ({type(error).__name__}: {error}); "
+            "use backend 'torch' or 'autocast' for it"
+        ) from error
+    partial.replace(path)  # atomic: another process never sees half a file
+    return path
+
+
+def _export(tower: Tower, path: Path) -> None:
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MultiheadAttention kernel has no ONNX form
+    try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 tower.module,
                 tower.example,
-                str(partial),
+                str(path),
                 input_names=list(tower.input_names),
                 output_names=["features"],
-                dynamic_axes={**tower.dynamic_axes, **outputs},
+                dynamic_axes={**tower.dynamic_axes, "features": {0: "n"}},
                 dynamo=False,
             )
+    finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    partial.replace(path)  # atomic: another process never sees half a file
-    return path
 
 
 def parse_backend(backend: str) -> dict[str, str]:
@@ -247,8 +259,9 @@ def candidates(kind: str, device: torch.device) -> list[str]:
     """The backends "auto" times for a tower on `device`.
 
     ONNX Runtime runs on the CPU only. Where the CPU has native bf16, the image tower is left to eager and bf16:
-    an ONNX fp32 graph embedded ViT-B/32 images at 39/s against bf16's 86/s here (see the README), so it is not
-    exported only to lose. Without native bf16 (emulated, slow) autocast is no candidate and ONNX is.
+    an ONNX fp32 graph embedded ViT-B/32 images at 39/s here against 86/s in bf16 even with weights cast on every
+    call (over 100/s cast once, see the README), so it is not exported only to lose. Without native bf16
+    (emulated, slow) autocast is no candidate and ONNX is.
     """
     if device.type != "cpu":
         return ["torch", "autocast"]
@@ -304,7 +317,13 @@ def fastest(tower: Tower, device: torch.device, cache_dir: Path) -> tuple[str, R
     known = json.loads(path.read_text()) if path.exists() else {}
     if key in known:
         return known[key]["backend"], None
-    runners = {name: build(name, tower, device, cache_dir) for name in names}
+    runners = {}
+    for name in names:
+        try:
+            runners[name] = build(name, tower, device, cache_dir)
+        except RuntimeError:  # an export that failed: not a candidate (eager fp32 always builds)
+            if name == "torch":
+                raise
     timings = time_ms(runners, tuple(x.to(device) for x in tower.example), 7 if tower.kind == "text" else 3)
     best = min(timings, key=timings.get)
     known = json.loads(path.read_text()) if path.exists() else {}  # another process may have added entries

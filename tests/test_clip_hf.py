@@ -153,3 +153,14 @@ def test_backend_names_are_checked(b32) -> None:
             b32.with_backend(bad)
     with pytest.raises(ValueError, match="CPU only"):
         clip_towers.build("onnx", b32._towers["text"], torch.device("cuda"), b32.cache_dir)
+
+
+def test_a_tower_that_cannot_be_exported_says_so_and_leaves_no_file(tmp_path) -> None:
+    class Unexportable(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.special.bessel_j0(x)  # an operator ONNX has no form for
+
+    tower = clip_towers.Tower("text", Unexportable(), (torch.ones(1, 3),), ("x",), {"x": {0: "n"}})
+    with pytest.raises(RuntimeError, match="could not be exported to ONNX.*use backend 'torch' or 'autocast'"):
+        clip_towers.build("onnx", tower, torch.device("cpu"), tmp_path)
+    assert not list(tmp_path.iterdir())
