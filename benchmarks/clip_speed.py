@@ -28,7 +28,7 @@ import torch
 
 from t2i_helpers.clip_archs import random_hf, random_openclip
 from t2i_helpers.datasets import load_bundled
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 
 QUERIES = [
     "a red kangaroo",

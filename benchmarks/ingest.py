@@ -26,7 +26,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.conse import ConSEEncoder
 from t2i_helpers.datasets import load_bundled
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 from t2i_helpers.projection import caption_recall
 from t2i_helpers.store import ImageStore
 

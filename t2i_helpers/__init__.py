@@ -1,7 +1,7 @@
 """t2i_helpers: the package behind the text-to-image search course.
 
 Modules follow the pipeline: `datasets` -> `encoders` (`conse`, `clip`) -> `operators`/`pipelines` (Towhee)
--> `store` (Milvus) -> `engine` -> `evaluate` -> `viz`/`widgets`/`app`/`api`/`cli`.
+-> `store` (Milvus) -> `engine` -> `metrics`/`queries`/`evaluate` -> `viz`/`widgets`/`app`/`api`/`server`/`cli`.
 
 Example:
     >>> from t2i_helpers import SearchEngine

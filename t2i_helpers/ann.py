@@ -31,7 +31,8 @@ from pymilvus.exceptions import MilvusException
 from tqdm.auto import tqdm
 
 from .encoders import l2_normalize
-from .evaluate import exact_top_k, release_lite
+from .evaluate import release_lite
+from .metrics import exact_top_k
 
 COLLECTION = "ann_study"
 # Index types to probe: what milvus-lite builds here, and what needs a Milvus server (standalone or cluster).

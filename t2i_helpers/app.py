@@ -13,16 +13,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 
 import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
+from pymilvus.exceptions import MilvusException
 
+from .auth import SIGN_IN_MESSAGE, sign_in
 from .encoders import ImageLike
 from .engine import SearchEngine
-from .operators import ImageError
-from .store import Hit
+from .images import ImageError
+from .store import Hit, StoreError
 from .widgets import thumbnail
 
 ALL_CATEGORIES = "all categories"
@@ -38,21 +41,20 @@ def stats_markdown(engine: SearchEngine) -> str:
     )
 
 
-def gallery_items(hits: list[Hit], size: int = 256) -> list[tuple[Image.Image, str]]:
-    """Thumbnails with captions "rank. score · caption (label)" for a `gr.Gallery`."""
+def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
+    """Cached thumbnails with captions "rank. score · caption (label)" for a `gr.Gallery`."""
     return [
-        (Image.open(io.BytesIO(thumbnail(hit.path, size))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
+        (Image.open(io.BytesIO(thumbnail(engine, hit))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
         for rank, hit in enumerate(hits, start=1)
     ]
 
 
-def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr.Blocks:
-    """A Gradio search page over `engine` (notebook 04).
+def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
+    """A Gradio search page over `engine` (notebook 04); results show the engine's cached thumbnails.
 
     Args:
         engine: an open `SearchEngine`; it is shared with any other handler in the process.
         max_top_k: the slider's maximum.
-        size: thumbnail size in pixels (longer side).
 
     Returns:
         The `gr.Blocks`; serve it with `mount_app` (or `t2i serve --ui`).
@@ -70,11 +72,24 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
         if not hits:
             return [], f"Nothing found for {what}{where}: is anything indexed?", []
         note = f" ({notice})" if notice else ""
-        return gallery_items(hits, size), f"Top {len(hits)} for {what}{where}{note}", hits
+        return gallery_items(engine, hits), f"Top {len(hits)} for {what}{where}{note}", hits
 
     def refused(message: str):
         return [], f"⚠️ {message}", []
 
+    def answering(handler):
+        """A handler whose store failures show as the status line, not as Gradio's bare "Error" toast."""
+
+        @functools.wraps(handler)
+        def run(*args):
+            try:
+                return handler(*args)
+            except (StoreError, MilvusException) as err:
+                return refused(f"the search failed: {err}")
+
+        return run
+
+    @answering
     def by_text(text: str, k: float, category: str | None):
         try:
             query = engine.prepare_query(text)
@@ -83,6 +98,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
         hits = engine.search(query.text, int(k), filter_of(category))
         return show(hits, f"“{query.text}”", category, query.notice)
 
+    @answering
     def by_image(image: ImageLike | None, k: float, category: str | None):
         if image is None:
             return refused("upload a picture first")
@@ -92,6 +108,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
             return refused(f"cannot read that picture: {err}")
         return show(hits, "the uploaded picture", category)
 
+    @answering
     def more_like(shown: list[Hit], k: float, category: str | None, event: gr.SelectData):
         hit = shown[event.index]
         try:
@@ -143,7 +160,13 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, size: int = 256) -> gr
     return demo
 
 
-def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_upload_bytes: int = 10 << 20) -> FastAPI:
+def mount_app(
+    app: FastAPI,
+    engine: SearchEngine,
+    path: str = UI_PATH,
+    max_upload_bytes: int = 10 << 20,
+    api_key: str | None = None,
+) -> FastAPI:
     """Mount the search page on a FastAPI app at `path` (the same server as the REST API).
 
     Args:
@@ -151,6 +174,8 @@ def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_uploa
         engine: the open `SearchEngine` to search.
         path: where the page lives.
         max_upload_bytes: the largest picture the page accepts.
+        api_key: if given, the page first asks for it (Gradio's sign-in form: any user name, the key as
+            password) and every route of the page needs the session it opens (see `auth.py`).
 
     Returns:
         `app`, with the page mounted.
@@ -159,5 +184,12 @@ def mount_app(app: FastAPI, engine: SearchEngine, path: str = UI_PATH, max_uploa
         >>> app = mount_app(create_api(engine), engine)     # API at /, page at /ui
     """
     return gr.mount_gradio_app(
-        app, create_app(engine), path=path, footer_links=[], max_file_size=max_upload_bytes, ssr_mode=False
+        app,
+        create_app(engine),
+        path=path,
+        footer_links=[],
+        max_file_size=max_upload_bytes,
+        ssr_mode=False,
+        auth=sign_in(api_key) if api_key else None,
+        auth_message=SIGN_IN_MESSAGE if api_key else None,
     )

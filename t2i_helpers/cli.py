@@ -1,9 +1,12 @@
 """The `t2i` command: fetch data, index images, search, inspect (the README's quick start).
 
+Only `t2i index` creates a collection; `search` and `info` open one that exists, with the encoder it records.
+
 Example:
     $ t2i data                                # fetch the bundled photo set
     $ t2i index data/tuxpaint/stamps.csv      # ... added 784, unchanged 0, updated 0, removed 0, skipped 1
     $ t2i search "a red kangaroo" -k 3
+    $ t2i search --image data/tuxpaint/.../kangaroo.png -k 3
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from .config import Config
 from .encoders import available_encoders
 
 
-def _store_options(parser: argparse.ArgumentParser) -> None:
+def _store_options(parser: argparse.ArgumentParser, encoder_help: str | None = None) -> None:
     parser.add_argument("--uri", help="milvus-lite file or http://host:19530 (default: $T2I_MILVUS_URI or data/t2i.db)")
     parser.add_argument("--token", help="Milvus token for a server (default: $T2I_MILVUS_TOKEN)")
     parser.add_argument("--collection", help="collection name (default: t2i_images)")
-    parser.add_argument("--encoder", help=f"encoder name: {', '.join(available_encoders())}")
+    parser.add_argument("--encoder", help=encoder_help or f"encoder name: {', '.join(available_encoders())}")
+
+
+_RECORDED = "encoder name (default: the one the collection was built with)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,71 +41,105 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("source", help="folder or .csv; 'bundled' for the bundled photo set")
     index.add_argument("--reset", action="store_true", help="drop the collection first (its rows are lost)")
     index.add_argument("--sync", action="store_true", help="also remove rows of files deleted from SOURCE")
+    index.add_argument(
+        "--verify", action="store_true", help="read and hash every file, also those whose size and time are unchanged"
+    )
     index.add_argument("--batch-size", type=int, default=Config.batch_size, help="images per batch (one insert)")
+    index.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray Data job into a Milvus server (pip install -e '.[distributed]')",
+    )
+    index.add_argument(
+        "--ray-address", help="the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray for this run)"
+    )
     _store_options(index)
 
-    search = commands.add_parser("search", help="search the index with a text query")
-    search.add_argument("query")
+    search = commands.add_parser("search", help="search the index with a text query, or with a picture (--image)")
+    search.add_argument("query", nargs="?", help="what the picture shows, e.g. 'a red kangaroo'")
+    search.add_argument("--image", metavar="PATH", help="find pictures like this one instead of a text query")
     search.add_argument("-k", "--top-k", type=int, default=5)
     search.add_argument("--category", help="only images with this label")
-    _store_options(search)
+    _store_options(search, _RECORDED)
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
-    _store_options(info)
+    _store_options(info, _RECORDED)
 
-    from .api import add_serve_command
     from .evaluate import add_eval_command
+    from .server import add_serve_command
 
     add_eval_command(commands)
     _store_options(add_serve_command(commands))
     return parser
 
 
-def _engine(args: argparse.Namespace, **config: object):
-    from .engine import SearchEngine
-
-    cfg = Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder, **config)
-    return SearchEngine.open(cfg, reset=getattr(args, "reset", False))
+def _config(args: argparse.Namespace, **config: object) -> Config:
+    return Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder, **config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and (args.query is None) == (args.image is None):
+        parser.error("search takes a text query or --image PATH (one of them)")
+    if args.command == "index" and args.ray_address and args.engine != "ray":
+        parser.error("--ray-address is for --engine ray")
     if args.command == "eval":
         from .evaluate import run_eval
 
         return run_eval(args)
+    from pymilvus.exceptions import MilvusException
+
     from .datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
     from .store import StoreError
 
     try:
         if args.command == "serve":
-            from .api import run_serve
+            from .server import run_serve
 
             return run_serve(args)
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
             return 0
+        from .engine import SearchEngine
+        from .images import ImageError
+
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
-            engine = _engine(args, batch_size=args.batch_size)
-            report = engine.index(source, sync=args.sync)
+            config = _config(args, batch_size=args.batch_size)
+            if args.engine == "ray":
+                from .distributed import check_ray_ready
+
+                check_ray_ready(config)  # before the encoder loads: no Ray, or milvus-lite, is refused at once
+            engine = SearchEngine.open(config, reset=args.reset)
+            report = engine.index(
+                source, sync=args.sync, verify=args.verify, engine=args.engine, ray_address=args.ray_address
+            )
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-            print(report.summary())
+            print(f"{report.summary()}; {report.throughput()}")
         elif args.command == "search":
-            engine = _engine(args)
-            query = engine.prepare_query(args.query)
-            if query.notice:
-                print(f"t2i: note: {query.notice}", file=sys.stderr)
-            for rank, hit in enumerate(engine.search(query.text, args.top_k, args.category), start=1):
+            engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
+            if args.image is not None:
+                try:
+                    hits = engine.search_image(args.image, args.top_k, args.category)
+                except ImageError as err:
+                    raise ImageError(f"cannot read {args.image}: {err}") from err
+            else:
+                query = engine.prepare_query(args.query)
+                if query.notice:
+                    print(f"t2i: note: {query.notice}", file=sys.stderr)
+                hits = engine.search(query.text, args.top_k, args.category)
+            for rank, hit in enumerate(hits, start=1):
                 print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
         else:
-            engine = _engine(args)
+            engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             for key, value in engine.info().items():
                 print(f"{key}: {value}")
         engine.close()
-    except (DatasetError, StoreError, ValueError, ImportError, RuntimeError) as err:
+    except (DatasetError, StoreError, MilvusException, ValueError, ImportError, RuntimeError) as err:
         print(f"t2i: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -27,8 +27,9 @@ import torch
 from .config import Config
 from .encoders import Encoder, batched, load_encoder
 from .engine import SearchEngine
-from .evaluate import hit_rate_at_k, rank, reciprocal_rank, relevance_matrix
-from .operators import read_image
+from .evaluate import rank
+from .images import read_image
+from .metrics import hit_rate_at_k, reciprocal_rank, relevance_matrix
 from .store import ImageStore
 
 

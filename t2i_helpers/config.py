@@ -43,7 +43,9 @@ class Config:
         index_type: Milvus index type; FLAT is exact (see notebook 03 for the ANN study).
         metric: similarity metric; COSINE (equal to IP on the normalized vectors stored here).
         index_params: extra index build parameters (e.g. `{"M": 16, "efConstruction": 200}` for HNSW).
-        data_dir: folder for fetched data sets and the default milvus-lite file.
+        data_dir: folder for fetched data sets, the default milvus-lite file and the thumbnail cache.
+        thumbnail_size: the longer side of the thumbnails written at ingest and shown by the app, the widget
+            and the API (`data_dir/thumbnails/SIZE/`); 0 writes none at ingest (they are then made on first use).
 
     Example:
         >>> Config(uri="http://localhost:19530").collection
@@ -61,12 +63,20 @@ class Config:
     metric: str = "COSINE"
     index_params: dict = field(default_factory=dict, hash=False)
     data_dir: Path = field(default_factory=default_data_dir)
+    thumbnail_size: int = 384
 
     def __post_init__(self) -> None:
         if not self.uri:
             object.__setattr__(self, "uri", str(Path(self.data_dir) / "t2i.db"))
         if self.batch_size < 1 or self.decode_workers < 1 or self.top_k < 1:
             raise ValueError("batch_size, decode_workers and top_k must be at least 1")
+        if self.thumbnail_size < 0:
+            raise ValueError("thumbnail_size must be 0 (none at ingest) or a size in pixels")
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        """The thumbnail cache: `data_dir/thumbnails` (one sub-folder per size)."""
+        return Path(self.data_dir) / "thumbnails"
 
     @property
     def is_lite(self) -> bool:

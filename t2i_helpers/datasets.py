@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from .config import default_data_dir
 
 COLUMNS = ["id", "path", "label", "caption"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# What a folder scan lists; HEIC/HEIF (iPhones) are read through pillow-heif, AVIF through Pillow.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 
 TUXPAINT_PACKAGE = "tuxpaint-stamps-default"
 TUXPAINT_DEB_URL = (

@@ -1,6 +1,7 @@
 """`SearchEngine`: an encoder, a Milvus store and the Towhee pipelines held together (notebooks 01, 04).
 
-The notebooks, the CLI, the app and the API all use this one object.
+The notebooks, the CLI, the app and the API all use this one object; hybrid (keyword + vector) search is taught
+in notebook 05.
 
 Example:
     >>> engine = SearchEngine.open()                      # default encoder, data/t2i.db
@@ -16,19 +17,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import DEFAULT_COLLECTION, Config
 from .datasets import load_source
 from .encoders import Encoder, ImageLike, load_encoder
-from .operators import IngestReport, read_image
-from .pipelines import Query, ingest, prepare_query, search_pipeline
-from .store import Hit, ImageStore
+from .hybrid import hybrid_search
+from .images import MAX_SIDE, Thumbnails, read_image
+from .operators import IngestReport
+from .pipelines import Query, ingest, prepare_query, run_pipeline, search_pipeline
+from .store import Hit, ImageStore, StoreError, read_meta
+
+
+class NoIndexError(StoreError):
+    """There is no collection at this address yet; the message says how to make one."""
+
+
+class EngineClosedError(StoreError):
+    """The engine was closed (`close()`) and cannot search or index any more."""
 
 
 class SearchEngine:
     """Text-to-image (and image-to-image) search over one Milvus collection."""
 
     def __init__(self, config: Config, encoder: Encoder, store: ImageStore) -> None:
-        self.config, self.encoder, self.store = config, encoder, store
+        self.config, self.encoder, self._store = config, encoder, store
+        self.closed = False
+        self.thumbnails = Thumbnails(config.thumbnail_dir, config.thumbnail_size or Thumbnails.size)
         self._search = search_pipeline(encoder, store)
 
     @classmethod
@@ -41,17 +54,67 @@ class SearchEngine:
             reset: drop the collection first (its rows are lost).
         """
         config = config or Config.from_env()
-        encoder = encoder or load_encoder(config.encoder)
-        if encoder.name != config.encoder:
+        if encoder is None:
+            encoder = load_encoder(config.encoder)  # config.encoder stays the name it was loaded by
+        elif encoder.name != config.encoder:
             config = config.with_(encoder=encoder.name)
         return cls(config, encoder, ImageStore.open(config, encoder, reset=reset))
 
-    def index(self, source: str | Path | pd.DataFrame, progress: bool = True, sync: bool = False) -> IngestReport:
+    @classmethod
+    def open_index(cls, config: Config, encoder: str | None = None) -> SearchEngine:
+        """Open a collection that exists, with the encoder it was built with; creates nothing.
+
+        Args:
+            config: where the index lives; its `encoder` is ignored: the collection records its own.
+            encoder: an encoder name that overrides the recorded one (`t2i search --encoder`); a different
+                encoder is refused with `EncoderMismatchError`.
+
+        Raises:
+            NoIndexError: there is no such collection yet (nor, for milvus-lite, a file): `t2i index` makes one.
+        """
+        meta = read_meta(config)
+        if meta is None:
+            where = "" if config.uri == Config(data_dir=config.data_dir).uri else f" --uri {config.uri}"
+            where += f" --collection {config.collection}" if config.collection != DEFAULT_COLLECTION else ""
+            raise NoIndexError(
+                f"there is no index at {config.uri} (collection {config.collection!r}) yet: make one with "
+                f"`t2i index FOLDER_OR_CSV{where}`, or `t2i index bundled{where}` for the bundled photos"
+            )
+        return cls.open(config.with_(encoder=encoder or meta.get("encoder_spec", meta["encoder"])))
+
+    @property
+    def store(self) -> ImageStore:
+        """The Milvus collection; raises `EngineClosedError` once the engine is closed."""
+        self._check_open()
+        return self._store
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EngineClosedError(
+                "this search engine was closed (engine.close()); open it again with SearchEngine.open(...): "
+                "in a notebook, run the cell that opens the engine again, then the cells that use it"
+            )
+
+    def index(
+        self,
+        source: str | Path | pd.DataFrame,
+        progress: bool = True,
+        sync: bool = False,
+        verify: bool = False,
+        engine: str = "local",
+        ray_address: str | None = None,
+    ) -> IngestReport:
         """Index a folder of images, a dataset CSV or a DataFrame; only new or changed files are embedded.
 
         Args:
             sync: also remove rows of files that are gone from the folder (or from the CSV's folder).
+            verify: read and hash every file, also those whose size and modification time are unchanged.
+            engine: "local" (the Towhee pipeline in this process) or "ray" (a Ray Data job into a Milvus
+                server, `distributed.ingest`; needs `pip install -e ".[distributed]"`).
+            ray_address: for "ray", the cluster to join; None joins `$RAY_ADDRESS` or starts a local Ray.
         """
+        if engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
         if isinstance(source, pd.DataFrame):
             if sync:
                 raise ValueError("sync needs a folder or CSV source, to know which stored rows belong to it")
@@ -59,6 +122,21 @@ class SearchEngine:
         else:
             rows = load_source(source)
             root = Path(source).expanduser() if Path(source).is_dir() else Path(source).expanduser().parent
+        if engine == "ray":
+            from .distributed import ingest as ray_ingest
+
+            return ray_ingest(
+                rows,
+                self.encoder,
+                self.store,
+                encoder_spec=self.config.encoder,
+                ray_address=ray_address,
+                batch_size=self.config.batch_size,
+                progress=progress,
+                sync_root=root if sync else None,
+                verify=verify,
+                thumbnails=self.thumbnails if self.config.thumbnail_size else None,
+            )
         return ingest(
             rows,
             self.encoder,
@@ -67,6 +145,8 @@ class SearchEngine:
             self.config.decode_workers,
             progress,
             sync_root=root if sync else None,
+            verify=verify,
+            thumbnails=self.thumbnails if self.config.thumbnail_size else None,
         )
 
     def prepare_query(self, text: str) -> Query:
@@ -76,24 +156,59 @@ class SearchEngine:
     def search(self, text: str, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """The images that best match `text`, best first (through the Towhee search pipeline)."""
         query = self.prepare_query(text).text
-        return self._search(query, top_k or self.config.top_k, category or "").get()[0]
+        self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
+        return run_pipeline(self._search, query, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
+        return self.search_vector(self.embed_image(image), top_k, category)
+
+    def embed_image(self, image: ImageLike | str | Path) -> np.ndarray:
+        """The embedding of one image (a path, read as ingest reads it, a PIL image or an RGB array)."""
+        self._check_open()
         if isinstance(image, (str, Path)):
-            image = read_image(image)[1]
-        return self.search_vector(self.encoder.encode_images([image])[0], top_k, category)
+            image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]
+        return self.encoder.encode_images([image])[0]
 
     def search_vector(self, embedding: np.ndarray, top_k: int | None = None, category: str | None = None) -> list[Hit]:
         """Nearest images to one embedding, e.g. query arithmetic like `dog - grass + snow`."""
         return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None)[0]
+
+    def hybrid_search(
+        self,
+        text: str,
+        top_k: int | None = None,
+        category: str | None = None,
+        weights: tuple[float, float] | None = None,
+    ) -> list[Hit]:
+        """Images that match `text` by meaning (vectors) and by file and folder names (BM25), fused by Milvus.
+
+        Args:
+            weights: (vector, keyword) for Milvus's weighted ranker; None fuses the rankings by reciprocal rank.
+
+        Raises:
+            StoreError: the collection has no keyword field; the message says what is needed (notebook 05).
+        """
+        query = self.prepare_query(text).text
+        embedding = self.encoder.encode_texts([query])
+        return hybrid_search(self.store, embedding, [query], top_k or self.config.top_k, category, weights)[0]
+
+    def thumbnail(self, hit: Hit) -> Path:
+        """The cached thumbnail of a hit (upright JPEG, longer side `config.thumbnail_size`), made on first use.
+
+        Raises:
+            ImageError: its file is gone, unreadable, or no longer the image that was indexed.
+        """
+        return self.thumbnails.ensure(hit.id, hit.path)
 
     def info(self) -> dict:
         """Collection, URI, encoder, dim, index and count."""
         return self.store.info()
 
     def close(self) -> None:
-        """Release the store (and milvus-lite's file lock)."""
-        self.store.close()
+        """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""
+        if not self.closed:
+            self._store.close()
+            self.closed = True

@@ -1,22 +1,8 @@
-"""How good is the search? Recall@k and friends, measured on the real path (taught in notebook 03).
+"""How good is the search? Evaluation runs on the real path, and `t2i eval` (taught in notebook 03).
 
-Every query comes with the set of images that count as right answers. Images are identified by content hash,
-as the store keys them, so one photo shipped at two paths is one image. Three kinds of query:
-
-* caption -> its own image: text-to-image retrieval as in the Flickr30k and MS-COCO papers;
-* category prompt ("a photo of a {category}.") -> every image of that category;
-* the Karpathy-split caption files `dataset_flickr30k.json` / `dataset_coco.json` for your own copy of those
-  images, so that numbers can be set beside published CLIP results.
-
-The metrics, for one query with R relevant images and a ranked list (rel_i = 1 if result i is relevant):
-
-    hit_rate@k   1 if a relevant image is in the top k, else 0. Flickr30k/COCO papers report this as "R@k"
-                 (recall@k): with exactly one relevant image per caption the two are equal.
-    recall@k     relevant images in the top k / R
-    precision@k  relevant images in the top k / k
-    MRR          mean over queries of 1 / rank of the first relevant result (0 when it is below the depth searched)
-    mAP@k        mean over queries of AP@k = sum_{i<=k} precision@i * rel_i / min(R, k)
-    nDCG@k       DCG@k = sum_{i<=k} rel_i / log2(i + 1), divided by the best possible DCG@k (min(R, k) hits on top)
+`evaluate` indexes a data set's images (those not stored yet), runs every query of its query sets
+(`queries.py`) through Milvus, or exact numpy search over the same stored vectors, and scores the rankings
+with the metrics of `metrics.py`.
 
 Example:
     >>> data = load_eval_data("bundled")
@@ -32,7 +18,7 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,254 +26,23 @@ import numpy as np
 import pandas as pd
 
 from .config import Config
-from .datasets import DatasetError, load_bundled, load_source
-from .encoders import Encoder, l2_normalize, load_encoder
-from .operators import content_id
-from .pipelines import ingest, prepare_query
+from .datasets import DatasetError
+from .encoders import Encoder, load_encoder
+from .engine import SearchEngine
+from .metrics import exact_top_k, metrics_table, relevance_matrix
+from .queries import (
+    DEFAULT_TEMPLATES,
+    ENSEMBLE_TEMPLATES,
+    EvalData,
+    QuerySet,
+    category_queries,
+    default_query_sets,
+    load_eval_data,
+    query_embeddings,
+)
 from .store import ImageStore, StoreError
 
-DEFAULT_TEMPLATES = ("a photo of a {category}.",)
-# Our own phrasings for prompt ensembling (CLIP's paper averages 80 such templates for ImageNet).
-ENSEMBLE_TEMPLATES = (
-    "a photo of a {category}.",
-    "a photo of {category}.",
-    "a picture of {category}.",
-    "a close-up photo of a {category}.",
-    "a cut-out photo of a {category} on a white background.",
-    "{category}.",
-    "an example of {category}.",
-    "something to do with {category}.",
-)
 SEARCH_CHUNK = 256  # queries per Milvus search call
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def relevance_matrix(ranked: np.ndarray, relevant: Sequence[Collection[int]]) -> np.ndarray:
-    """`hits[q, i]`: whether result i of query q is one of its relevant ids.
-
-    Args:
-        ranked: result ids `[n_queries, depth]`, best first; -1 pads lists shorter than `depth`.
-        relevant: for each query, the ids that count as right answers.
-
-    Example:
-        >>> relevance_matrix(np.array([[7, 3, -1]]), [{3}])
-        array([[False,  True, False]])
-    """
-    ranked = np.asarray(ranked, dtype=np.int64)
-    if ranked.ndim != 2 or len(ranked) != len(relevant):
-        raise ValueError(f"ranked has shape {ranked.shape}, but there are {len(relevant)} relevant sets")
-    owner = np.repeat(np.arange(len(relevant)), [len(r) for r in relevant])
-    ids = np.fromiter((i for r in relevant for i in r), dtype=np.int64, count=len(owner))
-    vocab = np.unique(np.concatenate([ids, ranked.ravel()]))  # (query, id) pairs as one int64 key each
-    ranked_keys = np.arange(len(ranked))[:, None] * len(vocab) + np.searchsorted(vocab, ranked)
-    relevant_keys = owner * len(vocab) + np.searchsorted(vocab, ids)
-    return np.isin(ranked_keys, relevant_keys) & (ranked >= 0)
-
-
-def _top(hits: np.ndarray, k: int) -> np.ndarray:
-    hits = np.asarray(hits, dtype=bool)
-    if not 1 <= k <= hits.shape[1]:
-        raise ValueError(f"k={k} is outside 1..{hits.shape[1]}, the depth that was searched")
-    return hits[:, :k]
-
-
-def _counts(n_relevant: np.ndarray) -> np.ndarray:
-    n_relevant = np.asarray(n_relevant, dtype=np.int64)
-    if (n_relevant < 1).any():
-        raise ValueError("every query needs at least one relevant image")
-    return n_relevant
-
-
-def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per query: relevant results in the top k / number of relevant images."""
-    return _top(hits, k).sum(axis=1) / _counts(n_relevant)
-
-
-def precision_at_k(hits: np.ndarray, k: int) -> np.ndarray:
-    """Per query: relevant results in the top k / k."""
-    return _top(hits, k).sum(axis=1) / k
-
-
-def hit_rate_at_k(hits: np.ndarray, k: int) -> np.ndarray:
-    """Per query: 1.0 if any of the top k is relevant (the papers' "R@k" with one relevant image), else 0.0."""
-    return _top(hits, k).any(axis=1).astype(float)
-
-
-def reciprocal_rank(hits: np.ndarray) -> np.ndarray:
-    """Per query: 1 / rank of the first relevant result, 0.0 if none was found; its mean is the MRR."""
-    hits = np.asarray(hits, dtype=bool)
-    return np.where(hits.any(axis=1), 1.0 / (hits.argmax(axis=1) + 1), 0.0)
-
-
-def average_precision_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per query: sum of precision@i at each relevant rank i <= k, / min(R, k); its mean is mAP@k."""
-    top = _top(hits, k)
-    precision = top.cumsum(axis=1) / np.arange(1, k + 1)
-    return (precision * top).sum(axis=1) / np.minimum(_counts(n_relevant), k)
-
-
-def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per query: binary-gain DCG@k divided by the ideal DCG@k (all min(R, k) relevant images on top)."""
-    top = _top(hits, k)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discounts)[np.minimum(_counts(n_relevant), k) - 1]
-    return (top * discounts).sum(axis=1) / ideal
-
-
-def metrics_table(hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> pd.DataFrame:
-    """Every metric per query: recall@k, hit_rate@k, precision@k, AP@k, nDCG@k for each k, and RR."""
-    columns = {}
-    for name, metric in [
-        ("recall", lambda k: recall_at_k(hits, n_relevant, k)),
-        ("hit_rate", lambda k: hit_rate_at_k(hits, k)),
-        ("precision", lambda k: precision_at_k(hits, k)),
-        ("AP", lambda k: average_precision_at_k(hits, n_relevant, k)),
-        ("nDCG", lambda k: ndcg_at_k(hits, n_relevant, k)),
-    ]:
-        columns.update({f"{name}@{k}": metric(k) for k in ks})
-    columns["RR"] = reciprocal_rank(hits)
-    return pd.DataFrame(columns)
-
-
-# ---------------------------------------------------------------- data and queries
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """What to index and what to ask.
-
-    `images`: path, label, caption, image_id (content hash), one row per file; `captions`: image_id, caption,
-    one row per caption (Flickr30k has five per image).
-    """
-
-    name: str
-    images: pd.DataFrame
-    captions: pd.DataFrame
-
-    @classmethod
-    def from_rows(cls, name: str, rows: pd.DataFrame, captions: pd.DataFrame | None = None) -> EvalData:
-        """Identify each file by content hash; `captions` (path, caption) defaults to the rows' own captions.
-
-        Raises:
-            DatasetError: some files cannot be read (scores without them would not be comparable).
-        """
-        ids, missing = {}, []
-        for path in dict.fromkeys(rows["path"]):
-            try:
-                ids[path] = content_id(Path(path).read_bytes())
-            except OSError as err:
-                missing.append(f"{path} ({err.strerror or err})")
-        if missing:
-            raise DatasetError(f"{len(missing)} of {len(ids) + len(missing)} images cannot be read, e.g. {missing[0]}")
-        images = rows[["path", "label", "caption"]].reset_index(drop=True).assign(image_id=rows["path"].map(ids).values)
-        captions = rows[["path", "caption"]] if captions is None else captions
-        captions = pd.DataFrame({"image_id": captions["path"].map(ids).values, "caption": captions["caption"].values})
-        captions = captions[captions.caption.str.strip() != ""].reset_index(drop=True)
-        return cls(name, images, captions)
-
-
-def load_karpathy(path: str | Path, images_root: str | Path | None = None, split: str = "test") -> EvalData:
-    """One split of a Karpathy-split caption file (`dataset_flickr30k.json`, `dataset_coco.json`).
-
-    The format: `{"images": [{"filename", "filepath" (COCO only), "split", "sentences": [{"raw"}, ...]}]}`.
-    Published zero-shot results use split "test": 1,000 Flickr30k images with 5,000 captions, 5,000 COCO images
-    with 25,000 captions.
-
-    Args:
-        images_root: the folder holding the images (COCO: the one with `val2014/`); default the JSON's folder.
-    """
-    path = Path(path)
-    entries = json.loads(path.read_text(encoding="utf-8"))["images"]
-    chosen = [e for e in entries if e.get("split") == split]
-    if not chosen:
-        found = sorted({str(e.get("split")) for e in entries})
-        raise DatasetError(f"{path} has no images in split {split!r}; its splits are {found}")
-    root = Path(images_root or path.parent).expanduser()
-    paths = [str(root / e.get("filepath", "") / e["filename"]) for e in chosen]
-    sentences = [[s["raw"].strip() for s in e["sentences"]] for e in chosen]
-    images = pd.DataFrame({"path": paths, "label": "", "caption": [s[0] if s else "" for s in sentences]})
-    captions = pd.DataFrame([(p, s) for p, group in zip(paths, sentences) for s in group], columns=["path", "caption"])
-    return EvalData.from_rows(f"{path.stem.removeprefix('dataset_')}_{split}", images, captions)
-
-
-def load_eval_data(
-    source: str | Path = "bundled", images_root: str | Path | None = None, split: str = "test"
-) -> EvalData:
-    """`"bundled"`, a dataset CSV, a folder of captioned images, or a Karpathy-split JSON, as `EvalData`."""
-    if str(source) == "bundled":
-        return EvalData.from_rows("bundled", load_bundled())
-    if Path(source).suffix.lower() == ".json":
-        return load_karpathy(source, images_root, split)
-    return EvalData.from_rows(Path(source).stem, load_source(source))
-
-
-@dataclass(frozen=True)
-class QuerySet:
-    """Queries of one kind. Each query is one or more texts (their embeddings are averaged) with the ids of its
-    relevant images and a label to group results by (the image's label, or the category)."""
-
-    name: str
-    texts: list[tuple[str, ...]]
-    relevant: list[frozenset[int]]
-    labels: list[str]
-
-    def __post_init__(self) -> None:
-        if not len(self.texts) == len(self.relevant) == len(self.labels):
-            raise ValueError("texts, relevant and labels must have one entry per query")
-        if any(not r for r in self.relevant):
-            raise ValueError(f"{self.name}: every query needs at least one relevant image")
-
-
-def caption_queries(data: EvalData, merge_identical: bool = False) -> QuerySet:
-    """Each caption -> its own image, as in Flickr30k/COCO (one file stored at two paths gives one query).
-
-    Args:
-        merge_identical: one query per distinct caption text, with every image carrying that exact caption
-            relevant (the bundled set has six photos captioned "A flower."). Off: the published protocol.
-    """
-    label = data.images.groupby("image_id").label.first()
-    pairs = data.captions.drop_duplicates(["caption", "image_id"])
-    if merge_identical:
-        groups = pairs.groupby("caption", sort=False).image_id.agg(frozenset)
-        return QuerySet("caption->image", [(c,) for c in groups.index], list(groups), [label[min(g)] for g in groups])
-    ids = pairs.image_id.tolist()
-    return QuerySet("caption->image", [(c,) for c in pairs.caption], [frozenset([i]) for i in ids], list(label[ids]))
-
-
-def category_name(label: str) -> str:
-    """A folder label as words: `sea_life` -> `sea life`."""
-    return re.sub(r"[_\-]+", " ", label).strip()
-
-
-def category_queries(data: EvalData, templates: Sequence[str] = DEFAULT_TEMPLATES) -> QuerySet:
-    """Each category -> every image with that label; several `templates` are averaged (prompt ensembling)."""
-    pairs = data.images[data.images.label != ""].drop_duplicates(["label", "image_id"])
-    groups = pairs.groupby("label").image_id.agg(frozenset)
-    texts = [tuple(t.format(category=category_name(c)) for t in templates) for c in groups.index]
-    return QuerySet("category->images", texts, list(groups), list(groups.index))
-
-
-def default_query_sets(data: EvalData, templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[QuerySet]:
-    """Caption queries when there are captions, category queries when there are at least two labels."""
-    sets = [caption_queries(data)] if len(data.captions) else []
-    if data.images.label[data.images.label != ""].nunique() >= 2:
-        sets.append(category_queries(data, templates))
-    if not sets:
-        raise DatasetError(f"{data.name} has neither captions nor labels: nothing to evaluate")
-    return sets
-
-
-def query_embeddings(encoder: Encoder, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-    """One unit vector per query: the mean of its texts' embeddings, renormalized (cleaned like live queries)."""
-    unique = list(dict.fromkeys(t for group in texts for t in group))
-    position = {t: i for i, t in enumerate(unique)}
-    embedded = encoder.encode_texts([prepare_query(t, encoder).text for t in unique])
-    return l2_normalize(np.stack([embedded[[position[t] for t in group]].mean(axis=0) for group in texts]))
-
-
-# ---------------------------------------------------------------- the real path
 
 
 @contextlib.contextmanager
@@ -311,7 +66,8 @@ def release_lite(uri: str) -> None:
 
 
 def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bool = False) -> None:
-    """Ingest the images the store lacks; then the collection must hold exactly `data`'s images.
+    """Index the images the store lacks, as every index is made (`SearchEngine.index`); then the collection must
+    hold exactly `data`'s images.
 
     Raises:
         StoreError: an image could not be indexed, or the collection holds other images too (they would
@@ -322,7 +78,8 @@ def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bo
     report = None
     if stored != wanted:
         todo = data.images[~data.images.image_id.isin(stored)]
-        report = ingest(todo, encoder, store, store.config.batch_size, store.config.decode_workers, progress)
+        engine = SearchEngine(store.config.with_(encoder=encoder.name), encoder, store)
+        report = engine.index(todo, progress=progress)
         stored = _stored_ids(store, wanted)
     if stored != wanted:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in (report.skipped if report else [])[:3])
@@ -337,19 +94,6 @@ def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bo
 def _stored_ids(store: ImageStore, ids: set[int]) -> set[int]:
     ordered = sorted(ids)
     return set().union(*(store.existing_ids(ordered[i : i + 1000]) for i in range(0, len(ordered), 1000)))
-
-
-def exact_top_k(queries: np.ndarray, vectors: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force inner-product search: (row indices, scores), each `[n_queries, min(top_k, n_vectors)]`."""
-    top_k = min(top_k, len(vectors))
-    rows, scores = [], []
-    for start in range(0, len(queries), 1024):  # bounded memory for 25,000 COCO captions
-        sims = queries[start : start + 1024] @ vectors.T
-        part = np.argpartition(-sims, top_k - 1, axis=1)[:, :top_k]
-        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-        rows.append(np.take_along_axis(part, order, axis=1))
-        scores.append(np.take_along_axis(sims, rows[-1], axis=1))
-    return np.concatenate(rows), np.concatenate(scores)
 
 
 def stored_embeddings(store: ImageStore) -> tuple[np.ndarray, np.ndarray]:
@@ -508,9 +252,6 @@ def compare_templates(
         for name, group in variants.items()
     ]
     return pd.DataFrame(rows).rename_axis("templates")
-
-
-# ---------------------------------------------------------------- `t2i eval`
 
 
 def eval_collection(data_name: str, encoder_name: str) -> str:

@@ -28,8 +28,8 @@ import torch
 
 from .conse import softmax
 from .encoders import l2_normalize
-from .evaluate import exact_top_k, hit_rate_at_k, relevance_matrix
-from .operators import read_image
+from .images import read_image
+from .metrics import exact_top_k, hit_rate_at_k, relevance_matrix
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 
 The same code serves an embedded milvus-lite file (`data/t2i.db`) and a Milvus server, cluster or managed
 Milvus (`http://host:19530` plus a token). The collection records which encoder made its vectors, and the
-store refuses to mix encoders. Existing data is never dropped unless `reset=True`.
+store refuses to mix encoders. Existing data is never dropped unless `reset=True`. Each row keeps its file's
+size and modification time, so a re-index skips unchanged files without opening them; a collection of an
+older schema is migrated in place when it is opened, through a backup collection, so no row is ever lost.
+Where the deployment supports it (milvus-lite, Milvus >= 2.5), each row also keeps the words of its path as a
+BM25 keyword field beside the vector, for keyword and hybrid search (`keywords.py`, `hybrid.py`, notebook 05).
 
 Example:
     >>> store = ImageStore.open(Config(), encoder)          # creates or checks the collection
@@ -18,20 +22,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from .collection import (
+    FILE_FIELDS,
+    META_PREFIX,
+    SCHEMA_VERSION,
+    TEXT_FIELDS,
+    CollectionLayout,
+    StoreError,
+    clip_text,
+)
 from .config import Config
 from .encoders import Encoder
 
-SCHEMA_VERSION = 1
-META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
-# Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
-LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
-_TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
-_OUTPUT_FIELDS = list(_TEXT_FIELDS)
+OUTPUT_FIELDS = list(TEXT_FIELDS)
 
 
 class Hit(NamedTuple):
@@ -44,17 +52,12 @@ class Hit(NamedTuple):
     caption: str
 
 
-class StoreError(RuntimeError):
-    """The store cannot do what was asked; the message says what to do instead."""
+class FileState(NamedTuple):
+    """What the store knows of one file: its row's id (content hash), size and modification time."""
 
-
-class EncoderMismatchError(StoreError):
-    """The collection was built with another encoder or dimension."""
-
-
-def clip_text(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    id: int
+    size: int
+    mtime_ns: int
 
 
 def quote(text: str) -> str:
@@ -70,32 +73,70 @@ def label_filter(category: str | None) -> str:
     return "label == " + quote(category)
 
 
-class ImageStore:
+def read_meta(config: Config) -> dict | None:
+    """What a t2i collection records about itself (encoder, dim, schema version), or None if there is none.
+
+    Creates nothing: a milvus-lite file that does not exist is not made, and no collection is created.
+
+    Raises:
+        StoreError: the collection was not made by t2i, or the store cannot be opened.
+    """
+    if config.is_lite and not Path(config.uri).expanduser().exists():
+        return None
+    client = ImageStore._connect(config)
+    try:
+        if not client.has_collection(config.collection):
+            return None
+        description = client.describe_collection(config.collection).get("description", "")
+    finally:
+        client.close()
+    if not description.startswith(META_PREFIX):
+        raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
+    return json.loads(description[len(META_PREFIX) :])
+
+
+class ImageStore(CollectionLayout):
     """A Milvus collection of images: id (content hash), path, label, caption and embedding.
 
     Use `ImageStore.open(config, encoder)`; the constructor arguments are the same, spelled out.
     """
 
-    def __init__(self, config: Config, encoder_name: str, dim: int, reset: bool = False) -> None:
+    def __init__(
+        self, config: Config, encoder_name: str, dim: int, reset: bool = False, encoder_spec: str | None = None
+    ) -> None:
         self.config, self.collection = config, config.collection
         self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
+        if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
+            self.meta["encoder_spec"] = encoder_spec
         self.client = self._connect(config)
-        if reset and self.client.has_collection(self.collection):
-            self.client.drop_collection(self.collection)
+        self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         try:
-            if self.client.has_collection(self.collection):
-                self._check_meta()
+            if reset:
+                for name in (self.collection, self._backup):
+                    if self.client.has_collection(name):
+                        self.client.drop_collection(name)
+            if self.client.has_collection(self._backup):  # a migration was cut off: finish it
+                self._check_meta(self._backup, SCHEMA_VERSION)
+                self._migrate()
+            elif self.client.has_collection(self.collection):
+                version = self._check_meta(self.collection, SCHEMA_VERSION, 1)
                 self.client.load_collection(self.collection)  # a reopened collection starts released
+                if version == 1:
+                    self._migrate()
             else:
-                self._create()
+                self._create(self.collection)
         except Exception:
             self.close()  # a refused store must not keep the file locked
             raise
 
     @classmethod
     def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
-        """Open (or create) the collection for `encoder`; refuse one built with another encoder."""
-        return cls(config, encoder.name, encoder.dim, reset=reset)
+        """Open (or create) the collection for `encoder`; refuse one built with another encoder.
+
+        A new collection records `config.encoder` too when it differs from the encoder's name, so that a search
+        can load the same encoder again (`SearchEngine.open_index`).
+        """
+        return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
 
     @staticmethod
     def _connect(config: Config) -> MilvusClient:
@@ -118,57 +159,8 @@ class ImageStore:
                 ) from err
             raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
 
-    def _check_meta(self) -> None:
-        description = self.client.describe_collection(self.collection).get("description", "")
-        if not description.startswith(META_PREFIX):
-            raise StoreError(
-                f"collection {self.collection!r} at {self.config.uri} was not made by t2i; "
-                "choose another --collection name"
-            )
-        found = json.loads(description[len(META_PREFIX) :])
-        if found.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(
-                f"collection {self.collection!r} has schema version {found.get('schema_version')}, this t2i "
-                f"writes {SCHEMA_VERSION}: re-index it with `t2i index ... --reset`"
-            )
-        if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
-            raise EncoderMismatchError(
-                f"collection {self.collection!r} holds {found['dim']}-d vectors from encoder "
-                f"{found['encoder']!r}, but encoder {self.meta['encoder']!r} makes {self.meta['dim']}-d vectors. "
-                f"Search it with --encoder {found['encoder']}, or index into another --collection, "
-                f"or rebuild it with `t2i index ... --reset` (drops its rows)."
-            )
-
-    def _create(self) -> None:
-        if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
-            # checked before the collection is made: milvus-lite refuses them only at create_index
-            raise StoreError(
-                f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
-                "or a Milvus server (--uri http://host:19530) for HNSW, IVF_SQ8, IVF_PQ, DISKANN and the rest"
-            )
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
-        )
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        for name, max_length in _TEXT_FIELDS.items():
-            schema.add_field(name, DataType.VARCHAR, max_length=max_length)
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
-        index = self.client.prepare_index_params()
-        index.add_index(
-            "embedding",
-            index_type=self.config.index_type,
-            metric_type=self.config.metric,
-            params=dict(self.config.index_params),
-        )
-        self.client.create_collection(  # creates the index and loads the collection
-            self.collection,
-            schema=schema,
-            index_params=index,
-            consistency_level="Strong",  # a search sees every insert before it
-        )
-
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
-        """Insert (or overwrite) rows with keys id, path, label, caption; returns how many."""
+        """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
         if len(rows) != len(embeddings):
             raise ValueError(f"{len(rows)} rows but {len(embeddings)} embeddings")
         if len(rows) == 0:
@@ -176,12 +168,13 @@ class ImageStore:
         data = [
             {
                 "id": int(row["id"]),
-                **{k: clip_text(str(row.get(k) or ""), n) for k, n in _TEXT_FIELDS.items()},
+                **{k: clip_text(str(row.get(k) or ""), n) for k, n in TEXT_FIELDS.items()},
+                **{k: int(row.get(k, -1)) for k in FILE_FIELDS},
                 "embedding": vector.tolist(),
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
         ]
-        return int(self.client.upsert(self.collection, data)["upsert_count"])
+        return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
 
     def flush(self) -> None:
         """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
@@ -195,37 +188,65 @@ class ImageStore:
         rows = self.client.query(self.collection, filter=f"id in {ids}", output_fields=["id"])
         return {int(r["id"]) for r in rows}
 
-    def ids_for_paths(self, paths: Iterable[str]) -> dict[str, int]:
-        """The stored id of each of `paths` that is stored."""
-        paths = list(paths)
-        if not paths:
-            return {}
-        listed = ", ".join(quote(p) for p in paths)
-        rows = self.client.query(self.collection, filter=f"path in [{listed}]", output_fields=["id", "path"])
-        return {r["path"]: int(r["id"]) for r in rows}
+    def file_states(self, paths: Iterable[str], chunk: int = 512) -> dict[str, FileState]:
+        """What is stored for each of `paths` that is stored: id, size and modification time."""
+        paths, found = list(paths), {}
+        for lo in range(0, len(paths), chunk):
+            listed = ", ".join(quote(p) for p in paths[lo : lo + chunk])
+            rows = self.client.query(
+                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *FILE_FIELDS]
+            )
+            found.update({r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"])) for r in rows})
+        return found
 
-    def scan(self, fields: list[str], low: int = 0, high: int = (1 << 63) - 1) -> list[dict]:
+    def set_files(self, rows: Sequence[dict]) -> None:
+        """Point stored rows (by `id`) at a file's `path`, `size` and `mtime_ns` again, keeping vector and text.
+
+        For a file whose bytes are indexed already but whose size or time changed (touched or copied back), or
+        that moved from a path that is gone, so that the next index skips it without opening it.
+        """
+        changes = {int(r["id"]): r for r in rows}
+        if not changes:
+            return
+        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *TEXT_FIELDS, "embedding"])
+        updated = []
+        for row in map(dict, stored):
+            change = changes[int(row["id"])]
+            path = clip_text(str(change["path"]), TEXT_FIELDS["path"])
+            updated.append({**row, "path": path, **{k: int(change[k]) for k in FILE_FIELDS}})
+        if updated:
+            self.client.upsert(self.collection, self._with_keywords(updated))
+
+    def scan(
+        self,
+        fields: list[str],
+        low: int = 0,
+        high: int = (1 << 63) - 1,
+        collection: str | None = None,
+        window: int = QUERY_WINDOW,
+    ) -> list[dict]:
         """Every row with ids in [low, high] and the given fields, however many there are.
 
         Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves.
         (milvus-lite lacks the timestamp call that pymilvus's query_iterator asks for.)
         """
-        rows = self.client.query(
-            self.collection, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=QUERY_WINDOW
-        )
-        if len(rows) < QUERY_WINDOW or low == high:
+        name = collection or self.collection
+        rows = self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window)
+        if len(rows) < window or low == high:
             return rows
         middle = (low + high) // 2
-        return self.scan(fields, low, middle) + self.scan(fields, middle + 1, high)
+        return self.scan(fields, low, middle, name, window) + self.scan(fields, middle + 1, high, name, window)
 
     def paths(self) -> dict[int, str]:
         """Every stored id with its path."""
         return {int(r["id"]): r["path"] for r in self.scan(["path"])}
 
     def get(self, ids: Iterable[int]) -> list[dict]:
-        """The stored rows (without vectors) for `ids`; missing ids are left out."""
+        """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns; missing ids are
+        left out."""
         ids = [int(i) for i in ids]
-        return list(self.client.get(self.collection, ids=ids, output_fields=["id", *_OUTPUT_FIELDS])) if ids else []
+        fields = ["id", *TEXT_FIELDS, *FILE_FIELDS]
+        return list(self.client.get(self.collection, ids=ids, output_fields=fields)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:
         """Delete rows by id (missing ids are ignored)."""
@@ -235,8 +256,10 @@ class ImageStore:
 
     def count(self) -> int:
         """Number of rows, exact (Strong consistency)."""
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        return self._count(self.collection)
+
+    def _count(self, name: str) -> int:
+        return int(self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def categories(self) -> list[str]:
         """The distinct non-empty labels, sorted."""
@@ -252,18 +275,17 @@ class ImageStore:
         results = self.client.search(
             self.collection,
             data=queries.tolist(),
+            anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
             limit=top_k,
             filter=label_filter(category),
-            output_fields=_OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
+            output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
             search_params={"metric_type": self.config.metric},
         )
-        return [
-            [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in _OUTPUT_FIELDS}) for h in hits]
-            for hits in results
-        ]
+        return to_hits(results)
 
     def info(self) -> dict:
-        """Collection name, URI, encoder, dim, schema version, index type, metric and row count."""
+        """Collection name, URI, encoder, dim, schema version, keywords (a BM25 field or not), index type, metric
+        and row count."""
         return {
             "collection": self.collection,
             "uri": self.config.uri,
@@ -280,3 +302,11 @@ class ImageStore:
         client of that file in the process; another process can open the file once this one has exited.
         """
         self.client.close()
+
+
+def to_hits(results) -> list[list[Hit]]:
+    """Milvus search results as `Hit` lists."""
+    return [
+        [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in OUTPUT_FIELDS}) for h in hits]
+        for hits in results
+    ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .operators import ImageError, read_image
+from .images import ImageError, read_image
 from .store import Hit
 
 

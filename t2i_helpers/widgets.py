@@ -13,29 +13,24 @@ Example:
 from __future__ import annotations
 
 import html
-import io
 from collections.abc import Callable
 
 import ipywidgets as widgets
 import numpy as np
-from PIL import Image
 
-from .engine import SearchEngine
-from .operators import ImageError, read_image
+from .engine import EngineClosedError, SearchEngine
+from .images import ImageError, encode_jpeg
 from .store import Hit
 
 ALL_CATEGORIES = ""  # the dropdown value that means "no filter"
 
 
-def thumbnail(path: str, size: int = 128) -> bytes:
-    """A PNG thumbnail (longer side `size` px) of the image at `path`; a grey tile if it cannot be read."""
+def thumbnail(engine: SearchEngine, hit: Hit) -> bytes:
+    """The JPEG thumbnail of a hit from the engine's cache; a grey tile if its file cannot be read any more."""
     try:
-        image = read_image(path, max_side=size)[1]
-    except ImageError:  # e.g. the file was deleted after it was indexed
-        image = np.full((size, size, 3), 200, np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+        return engine.thumbnail(hit).read_bytes()
+    except (ImageError, OSError):  # e.g. the file was deleted after it was indexed
+        return encode_jpeg(np.full((8, 8, 3), 200, np.uint8))
 
 
 class SearchBox(widgets.VBox):
@@ -140,12 +135,17 @@ class SearchBox(widgets.VBox):
         try:
             run()
         except Exception as err:
-            if isinstance(err, ImageError):
+            if isinstance(err, EngineClosedError):  # e.g. after "Run All": the last cell closes the engine
+                text = (
+                    "the search engine was closed (engine.close(), the notebook's last cell): run the cell that "
+                    "opens it (engine = SearchEngine.open(...)) again, then this search box's cell"
+                )
+            elif isinstance(err, ImageError):
                 text = f"cannot read that image: {err}"
             elif isinstance(err, ValueError):  # what the user can fix: an empty or huge query
                 text = str(err)
             else:  # a widget callback's traceback would go to a log nobody reads
-                text = f"the search failed: {type(err).__name__}: {err}"
+                text = f"the search failed: {(str(err).strip() or type(err).__name__).splitlines()[0]}"
             self._repeat = None
             self._say(text, error=True)
             self._set_hits([])
@@ -172,7 +172,8 @@ class SearchBox(widgets.VBox):
                 f"<br><small>{html.escape(hit.label)}</small>",
                 layout=widgets.Layout(width=f"{self.size + 24}px"),
             )
-            picture = widgets.Image(value=thumbnail(hit.path, self.size), format="png")
+            picture = widgets.Image(value=thumbnail(self.engine, hit), format="jpeg", width=self.size, height=self.size)
+            picture.layout.object_fit = "contain"
             cards.append(widgets.VBox([picture, caption, more]))
         old, self.results.children = self.results.children, cards
         for card in old:  # release the replaced widgets in the kernel and the browser

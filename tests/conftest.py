@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ from t2i_helpers.encoders import load_encoder
 from t2i_helpers.engine import SearchEngine
 
 T2I = str(Path(sys.executable).parent / "t2i")  # the console script of the interpreter running the tests
+
+
+def index_counts(out: str) -> str:
+    """The counts on `t2i index`'s last line of output, after checking that the line ends with its throughput."""
+    counts, _, speed = out.strip().splitlines()[-1].partition("; ")
+    assert re.fullmatch(r"\d+ files in \d+\.\d s \(\d+(\.\d)? images/s\)", speed), speed
+    return counts
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from t2i_helpers.api import BackgroundServer, create_api, measure_search_latency
+from t2i_helpers.api import create_api
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.operators import content_id
+from t2i_helpers.images import content_id
 from t2i_helpers.pipelines import MAX_QUERY_CHARS
+from t2i_helpers.server import BackgroundServer, measure_search_latency
 
 from .conftest import T2I
 
@@ -63,7 +64,7 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     response = api.get("/search", params={"q": "a fire truck", "k": 5})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     hits = response.json()
-    assert len(hits) == 5 and set(hits[0]) == {"id", "score", "path", "caption", "label", "image_url"}
+    assert len(hits) == 5 and set(hits[0]) == {"id", "score", "path", "caption", "label", "image_url", "thumbnail_url"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert [h["id"] for h in hits] == [h.id for h in engine.search("a fire truck", top_k=5)]
     assert hits[0]["path"].endswith("/vehicles/emergency/firetruck.png")
@@ -71,6 +72,12 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     image = api.get(hits[0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content == Path(hits[0]["path"]).read_bytes() and content_id(image.content) == hits[0]["id"]
+    thumb = api.get(hits[0]["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(thumb.content)) as small, Image.open(hits[0]["path"]) as original:
+        assert max(small.size) <= engine.config.thumbnail_size < max(original.size)
+        assert abs(small.size[0] / small.size[1] - original.size[0] / original.size[1]) < 0.02
+    assert api.get(hits[0]["image_url"], params={"size": "huge"}).status_code == 422
 
     in_food = api.get("/search", params={"q": "a fire truck", "k": 7, "category": "food"}).json()
     assert len(in_food) == 7 and {h["label"] for h in in_food} == {"food"}
@@ -119,8 +126,8 @@ TEXT_SEARCH_ERRORS = [
     ({"q": "a dog", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
     ({"q": "a dog", "k": 10_000}, 422, "k: Input should be less than or equal to 100"),
     ({"q": "a dog", "k": "five"}, 422, "k: Input should be a valid integer"),
-    ({"q": "a dog", "category": "dinosaurs"}, 422, "unknown category 'dinosaurs'; known: animals"),
-    ({"q": "a dog", "category": "café 🐱"}, 422, "unknown category"),
+    ({"q": "a dog", "category": "dinosaurs"}, 404, "no images in category 'dinosaurs'; known: animals"),
+    ({"q": "a dog", "category": "café 🐱"}, 404, "no images in category"),
 ]
 
 
@@ -184,7 +191,7 @@ def test_upload_search_fetch_and_delete(writable, bundled):
         ("files", ("again.png", new_a, "image/png")),
         ("files", ("old.png", old, "image/png")),
     ]
-    response = writable.post("/index", files=files, data={"label": "desserts"})
+    response = writable.post("/index", files=files, params={"label": "desserts"})
     assert response.status_code == 200, response.text
     report = response.json()
     assert (report["added"], report["unchanged"]) == (2, 1)
@@ -219,10 +226,10 @@ def test_bad_index_requests_get_a_clear_4xx_and_store_nothing(writable, bundled)
         ([("files", ("a.png", photo, "image/png")), ("files", ("c.png", b"hi", "image/png"))], {}, 422, "c.png"),
         ([("files", ("a.png", photo, "image/png"))], {"label": "../etc"}, 422, "label: String should match"),
         ([("files", ("a.png", photo, "image/png"))] * (MAX_FILES + 1), {}, 400, f"number of files is {MAX_FILES}"),
-        ([("other", ("a.png", photo, "image/png"))], {}, 422, "files: Field required"),
+        ([("other", ("a.png", photo, "image/png"))], {}, 422, "files: Field required; other: Extra inputs"),
     ]
     for files, data, status, message in cases:
-        response = writable.post("/index", files=files, data=data)
+        response = writable.post("/index", files=files, params=data)
         assert response.status_code == status and message in response.json()["detail"], response.text
     assert (writable.get("/stats").json()["count"], sorted(writable.upload_dir.glob("*"))) == before
 
@@ -275,7 +282,7 @@ def test_t2i_serve_runs_api_and_web_app_and_stops_on_ctrl_c(tmp_path, image_fold
             files = [
                 ("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((image_folder / label).glob("*.png"))
             ]
-            assert httpx.post(f"{base}/index", files=files, data={"label": label}, timeout=120).json()["added"] == 4
+            assert httpx.post(f"{base}/index", files=files, params={"label": label}, timeout=120).json()["added"] == 4
         hits = httpx.get(f"{base}/search", params={"q": "a car", "k": 3, "category": "vehicles"}).json()
         assert len(hits) == 3 and all(Path(h["path"]).parent == uploads for h in hits)
         config = httpx.get(f"{base}/ui/config").json()

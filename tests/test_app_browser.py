@@ -6,12 +6,14 @@ browser; we drive the system one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
 import pytest
 
-from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.api import create_api
+from t2i_helpers.server import BackgroundServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,9 +32,9 @@ if not os.access(CHROMIUM, os.X_OK):
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package only)")
 
 
-@pytest.fixture
-def page(engine, tmp_path, no_network):
-    """The search page served with the API, open in headless chromium; fails if anything leaves this machine."""
+@contextlib.contextmanager
+def open_page(engine, tmp_path):
+    """The search page served with the API, open in headless chromium; fails if the page fetches from outside."""
     from t2i_helpers.app import mount_app
 
     app = mount_app(create_api(engine, upload_dir=tmp_path / "uploads"), engine)
@@ -45,8 +47,15 @@ def page(engine, tmp_path, no_network):
         page.goto(f"{server.url}/ui/")
         yield page
         browser.close()
-    assert no_network == [], f"the server tried to reach {no_network}"
     assert [url for url in requested if not url.startswith(server.url)] == [], "the page fetched from outside"
+
+
+@pytest.fixture
+def page(engine, tmp_path, no_network):
+    """The page over the session engine (every bundled photo); fails if anything leaves this machine."""
+    with open_page(engine, tmp_path) as page:
+        yield page
+    assert no_network == [], f"the server tried to reach {no_network}"
 
 
 def results(page) -> list[str]:
@@ -96,3 +105,18 @@ def test_an_empty_query_says_what_to_do(page):
     page.locator("#search").click()
     sync_api.expect(page.locator("#status")).to_contain_text("the query is empty")
     sync_api.expect(page.locator("#results img")).to_have_count(0)
+
+
+def test_a_closed_engine_is_one_sentence_on_the_page(tmp_path, encoder, image_folder):
+    from t2i_helpers.config import Config
+    from t2i_helpers.engine import SearchEngine
+
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "closed.db")), encoder)
+    engine.index(image_folder, progress=False)
+    with open_page(engine, tmp_path) as page:
+        sync_api.expect(page.locator("#stats")).to_contain_text("8 images")
+        engine.close()
+        page.locator("#query textarea").fill("a dog")
+        page.locator("#search").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("the search failed: this search engine was closed")
+        sync_api.expect(page.locator("#results img")).to_have_count(0)

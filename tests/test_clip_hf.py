@@ -13,7 +13,7 @@ import torch
 
 from t2i_helpers import clip, clip_archs, clip_towers
 from t2i_helpers.encoders import load_encoder
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 from tests.clip_helpers import TEXTS, check_encoder, min_row_cosine, offline  # noqa: F401 (a fixture)
 
 

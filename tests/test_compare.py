@@ -6,7 +6,7 @@ import pandas as pd
 
 from t2i_helpers import compare
 from t2i_helpers.compare import PUBLISHED, Candidate, caption_quality, compare_encoders, pareto_front
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 
 
 def test_compare_measures_loadable_and_explains_skipped(bundled, tmp_path):

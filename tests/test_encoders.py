@@ -8,7 +8,7 @@ from PIL import Image
 
 from t2i_helpers.conse import ConSEEncoder, imagenet_classes
 from t2i_helpers.encoders import Encoder, available_encoders, l2_normalize, load_encoder, to_rgb_array
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 
 rng = np.random.default_rng(0)
 

@@ -24,26 +24,20 @@ from t2i_helpers.ann import (
 from t2i_helpers.compare import caption_quality
 from t2i_helpers.config import Config
 from t2i_helpers.datasets import DatasetError
-from t2i_helpers.evaluate import (
-    EvalData,
-    add_eval_command,
+from t2i_helpers.evaluate import add_eval_command, evaluate, run_eval
+from t2i_helpers.images import content_id
+from t2i_helpers.metrics import (
     average_precision_at_k,
-    caption_queries,
-    category_queries,
-    evaluate,
     exact_top_k,
     hit_rate_at_k,
-    load_eval_data,
-    load_karpathy,
     metrics_table,
     ndcg_at_k,
     precision_at_k,
     recall_at_k,
     reciprocal_rank,
     relevance_matrix,
-    run_eval,
 )
-from t2i_helpers.operators import content_id
+from t2i_helpers.queries import EvalData, caption_queries, category_queries, load_eval_data, load_karpathy
 from t2i_helpers.store import ImageStore, StoreError
 
 # ---------------------------------------------------------------- metrics, worked by hand

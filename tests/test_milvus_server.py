@@ -8,11 +8,14 @@ from __future__ import annotations
 import httpx
 import pandas as pd
 import pytest
+from pymilvus import MilvusClient
 
-from t2i_helpers.api import BackgroundServer, create_api
+from t2i_helpers.api import create_api
+from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
-from t2i_helpers.engine import SearchEngine
-from t2i_helpers.store import EncoderMismatchError, ImageStore
+from t2i_helpers.engine import NoIndexError, SearchEngine
+from t2i_helpers.server import BackgroundServer
+from t2i_helpers.store import ImageStore
 
 milvus = pytest.importorskip("milvus", reason="the Milvus server tests need `pip install --no-deps milvus==2.3.5`")
 
@@ -80,3 +83,49 @@ def test_server_collection_refuses_another_encoder(server_uri, encoder):
         ImageStore(config, "conse-effnet-lite0-minilm", encoder.dim)
     with pytest.raises(EncoderMismatchError, match="512-d"):
         ImageStore(config, encoder.name, 512)
+
+
+def test_search_on_a_server_opens_only_what_exists(server_uri, encoder, photos):
+    missing = Config(uri=server_uri, collection="never_indexed")
+    with pytest.raises(NoIndexError, match="no index at .* \\(collection 'never_indexed'\\) yet"):
+        SearchEngine.open_index(missing)
+    assert "never_indexed" not in MilvusClient(uri=server_uri).list_collections()  # nothing was created
+
+    built = Config(uri=server_uri, collection="server_recorded")
+    SearchEngine.open(built, encoder, reset=True).close()
+    engine = SearchEngine.open_index(built.with_(encoder="conse-effnet-lite0-minilm"))  # config's name is ignored
+    try:
+        assert engine.encoder.name == encoder.name
+    finally:
+        engine.close()
+
+
+def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(server_uri, encoder, photos):
+    """Milvus 2.3 has no sparse vectors nor BM25 (measured by the store's probe): no keyword field, a clear refusal,
+    and vector search, range search and near-duplicates work as on milvus-lite."""
+    from t2i_helpers.duplicates import near_duplicates, radius_check
+    from t2i_helpers.explore import stored_images
+    from t2i_helpers.hybrid import keyword_search
+    from t2i_helpers.keywords import keyword_support
+    from t2i_helpers.store import StoreError, read_meta
+
+    config = Config(uri=server_uri, collection="server_hybrid")
+    engine = SearchEngine.open(config, encoder, reset=True)
+    try:
+        assert engine.store.meta["keywords"] is False and read_meta(config)["keywords"] is False
+        assert "104" in keyword_support(engine.store.client, config)  # "create index on 104 field is not supported"
+        assert not [c for c in MilvusClient(uri=server_uri).list_collections() if "probe" in c]  # the probe is gone
+        engine.index(photos, progress=False)
+        assert engine.search("a fire truck", top_k=1)[0].path.endswith("firetruck.png")
+        refusal = r"^keyword and hybrid search need sparse vectors and BM25, which this Milvus server \(v2\.3\.5"
+        with pytest.raises(StoreError, match=refusal + r".*\) lacks: use Milvus >= 2\.5 or milvus-lite$"):
+            engine.hybrid_search("a fire truck")
+        with pytest.raises(StoreError, match=refusal):
+            keyword_search(engine.store, ["a fire truck"])
+
+        images = stored_images(engine.store)
+        check = radius_check(engine.store, images.image_embeddings, radius=0.8, limit=len(photos))
+        assert check.iloc[0]["below radius"] > 0 and check.iloc[1]["below radius"] == 0  # the server honours it
+        assert (near_duplicates(engine.store, images, threshold=0.95).similarity > 0.95).all()
+    finally:
+        engine.close()

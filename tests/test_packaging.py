@@ -16,7 +16,9 @@ def _name(requirement: str) -> str:
 def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for extra in ("test", "notebooks") for r in project["optional-dependencies"][extra]}
+    wanted |= {
+        _name(r) for extra in ("test", "notebooks", "distributed") for r in project["optional-dependencies"][extra]
+    }
     lines = (ROOT / "environment.yml").read_text().splitlines()
     listed = {_name(line.split("- ", 1)[1]) for line in lines if line.startswith("      - ") and "-e ." not in line}
     assert listed == wanted

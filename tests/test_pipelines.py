@@ -7,8 +7,9 @@ import pytest
 
 from t2i_helpers.config import Config
 from t2i_helpers.datasets import scan_folder
-from t2i_helpers.engine import SearchEngine
-from t2i_helpers.pipelines import clean_query
+from t2i_helpers.engine import EngineClosedError, SearchEngine
+from t2i_helpers.operators import pipe
+from t2i_helpers.pipelines import PipelineError, clean_query, run_pipeline
 
 from .conftest import write_bad_files
 
@@ -79,3 +80,71 @@ def test_query_arithmetic_through_search_vector(engine, encoder):
     query = dog - grass + snow
     hits = engine.search_vector(query / np.linalg.norm(query), top_k=3)
     assert len(hits) == 3
+
+
+class _Refused(ValueError):
+    """An operator's own exception type, which callers must get back as itself."""
+
+
+def test_run_pipeline_raises_what_an_operator_raised_not_towhees_text():
+    def fails(x):
+        raise _Refused(f"cannot take {x}")
+
+    def yields_then_fails(x):
+        yield x
+        raise _Refused("stopped part way")
+
+    for pipeline, message in [
+        (pipe.input("x").map("x", "y", fails).output("y"), "cannot take 3"),
+        (pipe.input("x").flat_map("x", "y", yields_then_fails).output("y"), "stopped part way"),
+    ]:
+        with pytest.raises(_Refused) as raised:
+            run_pipeline(pipeline, 3)
+        assert str(raised.value) == message  # the object itself: no "Node-... runs failed", no traceback text
+    assert run_pipeline(pipe.input("x").map("x", "y", lambda x: x + 1).output("y"), 3).get() == [4]
+
+
+def test_a_towhee_failure_outside_any_operator_is_one_line():
+    two_outputs = pipe.input("x").map("x", ("a", "b"), lambda x: 5).output("a")  # Towhee cannot split 5
+    with pytest.raises(PipelineError) as raised:
+        run_pipeline(two_outputs, 3)
+    assert str(raised.value) == "'int' object is not subscriptable"
+
+
+class _BrokenTextTower:
+    """A text model that fails: what reaches `engine.search`'s caller must be its own error."""
+
+    name, dim = "broken-text-tower", 4
+
+    def encode_images(self, images):
+        return np.tile(np.float32([0.5, 0.5, 0.5, 0.5]), (len(images), 1))
+
+    def encode_texts(self, texts):
+        raise _Refused("the text tower is out of order")
+
+
+def test_a_failure_inside_the_search_pipeline_reaches_the_caller_as_its_cause(tmp_path):
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "broken.db")), _BrokenTextTower())
+    try:
+        with pytest.raises(_Refused, match="^the text tower is out of order$"):
+            engine.search("a dog")
+    finally:
+        engine.close()
+
+
+def test_a_closed_engine_says_so_before_towhee_or_milvus_is_called(tmp_path, encoder, image_folder):
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "closed.db")), encoder)
+    engine.index(image_folder, progress=False)
+    image = next(image_folder.glob("*/*.png"))
+    engine.close()
+    engine.close()  # twice is harmless
+    for use in (
+        lambda: engine.search("a dog"),
+        lambda: engine.search_image(image),
+        lambda: engine.search_vector(np.ones(encoder.dim, np.float32)),
+        lambda: engine.index(image_folder, progress=False),
+        lambda: engine.info(),
+        lambda: engine.store.categories(),
+    ):
+        with pytest.raises(EngineClosedError, match=r"was closed \(engine.close\(\)\); open it again"):
+            use()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from t2i_helpers.encoders import load_encoder
-from t2i_helpers.operators import read_image
+from t2i_helpers.images import read_image
 from t2i_helpers.projection import Features, ProjectionHead, caption_recall, split_by_image, train_head
 
 

@@ -25,7 +25,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines import MAX_QUERY_CHARS, IngestError, clean_query, prepare_query
 
-from .conftest import T2I
+from .conftest import T2I, index_counts
 
 rng = np.random.default_rng(0)
 
@@ -115,15 +115,15 @@ def test_incremental_index_update_and_sync(tmp_path, encoder, bundled, capsys):
     folder, uri = tmp_path / "photos", str(tmp_path / "inc.db")
     paths = _copy_photos(bundled, folder, 6)
     assert main(["index", str(folder), "--uri", uri]) == 0
-    assert capsys.readouterr().out.strip() == "added 6, unchanged 0, updated 0, removed 0, skipped 0"
+    assert index_counts(capsys.readouterr().out) == "added 6, unchanged 0, updated 0, removed 0, skipped 0"
 
     _copy_photos(bundled, folder, 1, start=50)  # a new file
     shutil.copyfile(bundled.path.iloc[60], paths[0])  # a changed file
     paths[1].unlink()  # a deleted file
     assert main(["index", str(folder), "--uri", uri]) == 0  # without --sync the deleted file's row stays
-    assert capsys.readouterr().out.strip() == "added 1, unchanged 4, updated 1, removed 0, skipped 0"
+    assert index_counts(capsys.readouterr().out) == "added 1, unchanged 4, updated 1, removed 0, skipped 0"
     assert main(["index", str(folder), "--uri", uri, "--sync"]) == 0
-    assert capsys.readouterr().out.strip() == "added 0, unchanged 6, updated 0, removed 1, skipped 0"
+    assert index_counts(capsys.readouterr().out) == "added 0, unchanged 6, updated 0, removed 1, skipped 0"
 
     engine = SearchEngine.open(Config(uri=uri), encoder)
     stored = engine.store.paths()
@@ -215,7 +215,7 @@ def test_any_text_embeds_to_a_unit_vector(encoder, text):
 
 
 def test_image_bytes_roundtrip_through_decoder():
-    from t2i_helpers.operators import decode_image
+    from t2i_helpers.images import decode_image
 
     out = io.BytesIO()
     Image.new("RGBA", (5, 3), (10, 20, 30, 0)).save(out, format="PNG")
@@ -244,19 +244,19 @@ class _SlowEncoder:
         return np.tile(np.float32([0.5, 0.5, 0.5, 0.5]), (len(texts), 1))
 
 
-def test_decoding_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, monkeypatch):
+def test_reading_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, monkeypatch):
     import t2i_helpers.operators as operators
     import t2i_helpers.pipelines as pipelines
 
-    encoder, decoded = _SlowEncoder(), []
-    real_read = operators.read_image
+    encoder, read = _SlowEncoder(), []
+    real_read = operators.read_bytes
 
-    def counting_read(path, max_side=None):
-        decoded.append(path)
-        encoder.ahead.append(len(decoded) - encoder.images_embedded)
-        return real_read(path, max_side)
+    def counting_read(path):
+        read.append(path)
+        encoder.ahead.append(len(read) - encoder.images_embedded)
+        return real_read(path)
 
-    monkeypatch.setattr(operators, "read_image", counting_read)
+    monkeypatch.setattr(operators, "read_bytes", counting_read)
     monkeypatch.setattr(pipelines, "IMAGES_IN_FLIGHT", 32)  # 8 batches of 4
     engine = SearchEngine.open(Config(uri=str(tmp_path / "flow.db"), batch_size=4), encoder)
     report = engine.index(bundled.head(200), progress=False)

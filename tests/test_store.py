@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
-from t2i_helpers.store import EncoderMismatchError, ImageStore, StoreError
+from t2i_helpers.store import ImageStore, StoreError
 
 
 def _rows(n: int, label: str = "x") -> list[dict]:
@@ -136,6 +137,6 @@ def test_non_ascii_paths_and_categories(tmp_path):
     store = ImageStore(Config(uri=str(tmp_path / "s.db")), "enc-a", 4)
     names = ["café/été.png", 'a"quote.png', "back\\slash.png", "🦘 kangaroo.png"]
     store.insert([{"id": i + 1, "path": p, "label": p[:4], "caption": ""} for i, p in enumerate(names)], _vectors(4, 4))
-    assert store.ids_for_paths(names) == {p: i + 1 for i, p in enumerate(names)}
+    assert {p: state.id for p, state in store.file_states(names).items()} == {p: i + 1 for i, p in enumerate(names)}
     assert [h.path for h in store.search(_vectors(1, 4), 4, category="café")[0]] == ["café/été.png"]
     store.close()

@@ -12,7 +12,7 @@ from t2i_helpers.engine import SearchEngine
 from t2i_helpers.store import Hit
 from t2i_helpers.widgets import SearchBox, search_box, thumbnail
 
-PNG = b"\x89PNG\r\n\x1a\n"
+JPEG = b"\xff\xd8\xff"
 
 
 def cards(box: SearchBox) -> list[tuple[bytes, str]]:
@@ -32,7 +32,7 @@ def test_typing_a_query_shows_its_hits_as_thumbnails_with_captions(engine):
     shown = cards(box)
     assert len(shown) == 4 and len(box.more_buttons) == 4
     for (picture, caption), hit in zip(shown, box.hits):
-        assert picture.startswith(PNG)
+        assert picture == engine.thumbnail(hit).read_bytes() and picture.startswith(JPEG)  # the cached thumbnail
         assert html.escape(hit.caption) in caption and f"{hit.score:.3f}" in caption
     assert "a fire truck" in box.message
 
@@ -97,7 +97,7 @@ def test_a_result_whose_file_is_gone_shows_a_message(engine, tmp_path):
 
     assert box.more_like_this(gone) == []
     assert "cannot read that image" in box.message and "not found" in box.message
-    assert thumbnail(gone.path, size=32).startswith(PNG)  # a grey tile for the grid
+    assert thumbnail(box.engine, gone).startswith(JPEG)  # a grey tile for the grid
 
 
 def test_an_empty_collection_has_no_category_filter_and_says_nothing_was_found(tmp_path, encoder):
@@ -109,3 +109,20 @@ def test_an_empty_collection_has_no_category_filter_and_says_nothing_was_found(t
         assert box.hits == [] and "nothing found" in box.message
     finally:
         empty.close()
+
+
+def test_after_the_engine_is_closed_typing_says_which_cell_to_run(tmp_path, encoder, image_folder):
+    """JupyterLab "Run All": the last cell closes the engine, then the user types in the box above it."""
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "run-all.db")), encoder)
+    engine.index(image_folder, progress=False)
+    box = search_box(engine)
+    box.query.value = "a car"
+    assert len(box.hits) == 5
+    engine.close()  # the notebook's last cell
+
+    box.query.value = "a dog"
+
+    assert box.hits == [] and box.results.children == ()
+    assert box.message.startswith("the search engine was closed (engine.close(), the notebook's last cell)")
+    assert "engine = SearchEngine.open(...)" in box.message and "search box's cell" in box.message
+    assert "\n" not in box.message and "Node-" not in box.message and "Traceback" not in box.message

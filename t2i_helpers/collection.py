@@ -1,0 +1,145 @@
+"""The Milvus collection's layout: its fields and meta record, made, checked and migrated (notebook 01).
+
+A t2i collection holds id (content hash), path, label, caption, the file's size and mtime, the embedding and,
+where the deployment has BM25 (milvus-lite, Milvus >= 2.5), the words of the path as a keyword field. Its
+description records `t2i {"schema_version", "encoder", "dim", "keywords"}`; `ImageStore` checks that record
+on open and migrates an older schema in place, through a backup collection, so no row is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pymilvus import DataType, MilvusClient
+
+from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, path_keywords
+
+SCHEMA_VERSION = 2  # 2 added size, mtime_ns and (where supported) keywords; version 1 is migrated on open
+META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
+# Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
+LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
+TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
+FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
+INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
+VECTOR_WINDOW = 2048  # rows per query when vectors come back too (a 1024-d window is 8 MB)
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message says what to do instead."""
+
+
+class EncoderMismatchError(StoreError):
+    """The collection was built with another encoder or dimension."""
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+class CollectionLayout:
+    """What `ImageStore` does to its collection as a whole: create it, check its record, migrate it.
+
+    Uses the store's `client`, `config`, `collection`, `meta`, `_backup`, `scan` and `_count`.
+    """
+
+    def _check_meta(self, name: str, *versions: int) -> int:
+        """Refuse a collection not made by t2i, of another schema version or of another encoder; its version."""
+        description = self.client.describe_collection(name).get("description", "")
+        if not description.startswith(META_PREFIX):
+            raise StoreError(
+                f"collection {name!r} at {self.config.uri} was not made by t2i; choose another --collection name"
+            )
+        found = json.loads(description[len(META_PREFIX) :])
+        version = found.get("schema_version")
+        if version not in versions:
+            raise StoreError(
+                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION} and 1: "
+                "upgrade t2i to the version that wrote it, or index into another --collection"
+            )
+        if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
+            raise EncoderMismatchError(
+                f"collection {self.collection!r} holds {found['dim']}-d vectors from encoder "
+                f"{found['encoder']!r}, but encoder {self.meta['encoder']!r} makes {self.meta['dim']}-d vectors. "
+                f"Search it with --encoder {found['encoder']}, or index into another --collection, "
+                f"or rebuild it with `t2i index ... --reset` (drops its rows)."
+            )
+        self.meta["keywords"] = bool(found.get("keywords", False))
+        self.meta.pop("encoder_spec", None)
+        if "encoder_spec" in found:
+            self.meta["encoder_spec"] = found["encoder_spec"]
+        return version
+
+    def _migrate(self) -> None:
+        """Bring a version-1 collection to this schema in place; every step can be cut off and run again.
+
+        milvus-lite can neither add fields nor rename collections, so the rows are copied into a backup
+        collection of this schema, the collection is made anew and the rows copied back (size and mtime not
+        known: the next index re-reads those files once); the backup is dropped only when every row is back.
+        """
+        if not self.client.has_collection(self._backup):
+            self._create(self._backup)
+            self._copy_rows(self.collection, self._backup)
+            self.client.drop_collection(self.collection)
+        self.client.load_collection(self._backup)
+        if self.client.has_collection(self.collection):
+            self.client.load_collection(self.collection)
+        else:
+            self._create(self.collection)
+        self._copy_rows(self._backup, self.collection)
+        self.client.drop_collection(self._backup)
+
+    def _copy_rows(self, source: str, target: str) -> None:
+        """Upsert every row of `source` into `target` (fields `source` lacks are -1, not known); check the count."""
+        rows = self.scan(["id", *TEXT_FIELDS, "embedding"], collection=source, window=VECTOR_WINDOW)
+        for row in rows:
+            row.setdefault("size", -1)
+            row.setdefault("mtime_ns", -1)
+        for lo in range(0, len(rows), INSERT_CHUNK):
+            self.client.upsert(target, self._with_keywords(rows[lo : lo + INSERT_CHUNK]))
+        self.client.flush(target)
+        if self._count(target) != len(rows):
+            raise StoreError(
+                f"copying collection {source!r} into {target!r} left {self._count(target)} of {len(rows)} rows; "
+                f"{source!r} is kept: open the store again to retry"
+            )
+
+    def _create(self, name: str) -> None:
+        if self.config.is_lite and self.config.index_type not in LITE_INDEX_TYPES:
+            # checked before the collection is made: milvus-lite refuses them only at create_index
+            raise StoreError(
+                f"milvus-lite cannot build a {self.config.index_type} index; use one of {sorted(LITE_INDEX_TYPES)}, "
+                "or a Milvus server (--uri http://host:19530) for HNSW, IVF_SQ8, IVF_PQ, DISKANN and the rest"
+            )
+        self.meta["keywords"] = keyword_support(self.client, self.config) is None  # measured, see keywords.py
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(self.meta)
+        )
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        for field, max_length in TEXT_FIELDS.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=max_length)
+        for field in FILE_FIELDS:
+            schema.add_field(field, DataType.INT64)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
+        index = self.client.prepare_index_params()
+        index.add_index(
+            "embedding",
+            index_type=self.config.index_type,
+            metric_type=self.config.metric,
+            params=dict(self.config.index_params),
+        )
+        if self.meta["keywords"]:
+            add_keyword_fields(schema, index)
+        self.client.create_collection(  # creates the index and loads the collection
+            name,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",  # a search sees every insert before it
+        )
+
+    def _with_keywords(self, rows: list[dict]) -> list[dict]:
+        """`rows` with the words of each one's path as its keywords, where the collection has that field."""
+        if self.meta.get("keywords"):
+            for row in rows:
+                row[KEYWORD_FIELD] = clip_text(path_keywords(row["path"]), MAX_KEYWORD_BYTES)
+        return rows
