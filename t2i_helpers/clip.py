@@ -44,6 +44,7 @@ class _TorchEncoder:
     name: str
     dim: int
     backend: str  # per tower, e.g. "image=autocast,text=onnx"
+    image_size: int | None  # the shorter side (px) preprocessing reads; big JPEGs are decoded down to it
 
     def _prepare(
         self,
@@ -58,6 +59,7 @@ class _TorchEncoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
+        self.image_size = self._image_side()
         blank = [Image.new("RGB", (256, 256))] * min(batch_size, 8)
         self._towers = {
             "image": self._tower("image", self._image_module(), (self._pixels(blank),), ("pixel_values",)),
@@ -93,6 +95,9 @@ class _TorchEncoder:
         raise NotImplementedError
 
     def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _image_side(self) -> int | None:
         raise NotImplementedError
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
@@ -197,6 +202,14 @@ class OpenCLIPEncoder(_TorchEncoder):
     def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
         return torch.stack([self.transform(image) for image in images])
 
+    def _image_side(self) -> int | None:
+        """The size of the transform's first resize: the shorter side (e.g. 224), or the larger of (h, w)."""
+        for step in getattr(self.transform, "transforms", [self.transform]):
+            size = getattr(step, "size", None)
+            if size is not None:
+                return int(size) if isinstance(size, int) else int(max(size))
+        return None
+
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor]:
         """Token ids `[n, length]`, cut after the longest text's end token where the text tower allows it."""
         ids = self.tokenizer(list(texts))
@@ -268,6 +281,15 @@ class HFCLIPEncoder(_TorchEncoder):
 
     def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def _image_side(self) -> int | None:
+        """The processor's resize: `shortest_edge` (CLIP), or the larger of height and width (SigLIP's square)."""
+        size = getattr(self.image_processor, "size", None)
+        if size is None or not getattr(self.image_processor, "do_resize", True):
+            return None
+        field = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        sides = [field("shortest_edge")] if field("shortest_edge") else [field("height"), field("width")]
+        return int(max(sides)) if all(sides) else None
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
         """Token ids `[n, length]` padded to the longest text (SigLIP: to 64), and the attention mask if used."""

@@ -72,6 +72,14 @@ def test_openclip_unknown_model_is_not_called_a_download_error() -> None:
     assert not isinstance(raised.value, clip.WeightsUnavailableError)
 
 
+def test_image_size_is_the_side_open_clips_transform_reads(b32, photos_and_captions) -> None:
+    photos, _ = photos_and_captions
+    tiny = clip_archs.tiny_openclip(backend="torch")
+    assert (b32.image_size, tiny.image_size) == (224, clip_archs._TINY_CONFIG["vision_cfg"]["image_size"])
+    for encoder in (b32, tiny):
+        assert encoder.preprocess(photos[:2]).shape == (2, 3, encoder.image_size, encoder.image_size)
+
+
 # ---------------------------------------------------------------- queries are not padded to 77
 
 

@@ -10,9 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from t2i_helpers import clip, clip_archs, clip_towers
+from t2i_helpers.config import Config
 from t2i_helpers.encoders import load_encoder
+from t2i_helpers.engine import SearchEngine
 from t2i_helpers.images import read_image
 from tests.clip_helpers import TEXTS, check_encoder, min_row_cosine, offline  # noqa: F401 (a fixture)
 
@@ -103,6 +106,32 @@ def test_random_architectures_are_the_real_sizes(b32, siglip) -> None:
         clip_archs.random_hf("ViT-Q-99")
 
 
+def test_image_size_is_the_side_the_image_processor_reads(b32, siglip, tiny_hf_clip, photos_and_captions) -> None:
+    tiny = clip.HFCLIPEncoder(tiny_hf_clip, backend="torch")
+    assert (b32.image_size, siglip.image_size, tiny.image_size) == (224, 224, 32)  # shortest_edge; SigLIP's square
+    photos, _ = photos_and_captions
+    for encoder in (b32, siglip, tiny):
+        assert encoder.preprocess(photos[:2]).shape == (2, 3, encoder.image_size, encoder.image_size)
+
+
+def test_big_jpegs_are_decoded_at_the_scale_the_encoder_reads(tiny_hf_clip, bundled, tmp_path) -> None:
+    """Ingest and `embed_image` hand the encoder a JPEG decoded at 1/8 scale: 300x225 px, not 2400x1800."""
+    folder = tmp_path / "photos" / "animals"
+    folder.mkdir(parents=True)
+    big = Image.fromarray(read_image(bundled.path.iloc[0])[1]).resize((2400, 1800))
+    big.save(folder / "big.jpg", quality=90)
+    encoder = clip.HFCLIPEncoder(tiny_hf_clip, backend="torch", cache_dir=tmp_path / "cache")
+    seen, encode = [], encoder.encode_images
+    encoder.encode_images = lambda images: seen.extend(np.shape(i) for i in images) or encode(images)
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "t2i.db"), thumbnail_size=0), encoder)
+    try:
+        assert engine.index(folder.parent, progress=False).summary().startswith("added 1,")
+        engine.embed_image(folder / "big.jpg")
+    finally:
+        engine.close()
+    assert seen == [(225, 300, 3), (225, 300, 3)]  # min side 1800 // 8 = 225 >= image_size 32
+
+
 # ---------------------------------------------------------------- padding
 
 
@@ -144,6 +173,19 @@ def test_int8_is_only_an_explicit_labelled_choice(b32, photos_and_captions) -> N
     assert int8.backend == "image=torch,text=int8"
     assert min_row_cosine(int8.encode_texts(captions), b32.encode_texts(captions)) >= 0.99
     assert np.array_equal(int8.encode_images(photos), b32.encode_images(photos))
+
+
+def test_engine_info_names_the_backends_auto_picked(tiny_hf_clip, tmp_path) -> None:
+    encoder = clip.HFCLIPEncoder(tiny_hf_clip, cache_dir=tmp_path / "cache")  # backend="auto"
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "t2i.db")), encoder)
+    try:
+        info = engine.info()
+    finally:
+        engine.close()
+    assert info["encoder_backend"] == encoder.backend
+    image, text = (part.partition("=") for part in encoder.backend.split(","))
+    assert image[0] == "image" and image[2] in clip_towers.candidates("image", encoder.device)
+    assert text[0] == "text" and text[2] in clip_towers.candidates("text", encoder.device)
 
 
 def test_backend_names_are_checked(b32) -> None:
