@@ -77,7 +77,7 @@ def padded_query(encoder, library: str) -> tuple[torch.Tensor, ...]:
         return (encoder.tokenizer(QUERIES[2:3]),)
     limit = encoder.model.config.text_config.max_position_embeddings
     inputs = encoder.tokenizer(QUERIES[2:3], padding="max_length", max_length=limit, return_tensors="pt")
-    return (inputs["input_ids"], inputs["attention_mask"])
+    return tuple(inputs[name] for name in ("input_ids", "attention_mask") if name in inputs)  # SigLIP: no mask
 
 
 def main() -> None:
