@@ -29,13 +29,15 @@ _BUILTIN: dict[str, tuple[str, str, dict]] = {
     "conse-effnet-minilm": ("t2i_helpers.conse", "ConSEEncoder", {"variant": "lite2"}),
     "conse-effnet-lite0-minilm": ("t2i_helpers.conse", "ConSEEncoder", {"variant": "lite0"}),
     "conse-effnet-lite1-minilm": ("t2i_helpers.conse", "ConSEEncoder", {"variant": "lite1"}),
-    "openclip-tiny-random": ("t2i_helpers.clip", "tiny_openclip", {}),
+    "openclip-tiny-random": ("t2i_helpers.clip_archs", "tiny_openclip", {}),
 }
 # prefix -> (module, factory): the rest of the name is the factory's first argument.
 _PREFIXES: dict[str, tuple[str, str]] = {
     "conse-head:": ("t2i_helpers.conse", "with_head"),
     "openclip:": ("t2i_helpers.clip", "OpenCLIPEncoder"),
     "hf:": ("t2i_helpers.clip", "HFCLIPEncoder"),
+    "openclip-random:": ("t2i_helpers.clip_archs", "random_openclip"),  # random weights: speed and tests only
+    "hf-random:": ("t2i_helpers.clip_archs", "random_hf"),
 }
 
 

@@ -208,8 +208,13 @@ class SearchEngine:
         return self.thumbnails.ensure(hit.id, hit.path)
 
     def info(self) -> dict:
-        """Collection, URI, encoder, dim, index and count."""
-        return self.store.info()
+        """Collection, URI, encoder, dim, index and count, plus `encoder_backend` where the encoder has backends.
+
+        `encoder_backend` is what the encoder runs on here: "onnx" or "torch" for ConSE, one per tower for a
+        CLIP model as `backend="auto"` picked it on this machine, e.g. "image=autocast,text=onnx".
+        """
+        backend = getattr(self.encoder, "backend", None)
+        return {**self.store.info(), **({"encoder_backend": backend} if backend else {})}
 
     def close(self) -> None:
         """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""

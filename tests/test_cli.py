@@ -29,6 +29,7 @@ def test_index_twice_then_search_and_info(tmp_path, image_folder, capsys):
     assert main(["info", "--uri", uri]) == 0
     info = capsys.readouterr().out
     assert "encoder: conse-effnet-minilm" in info and "count: 9" in info
+    assert "encoder_backend: onnx" in info  # what the default encoder's "auto" picks where onnxruntime is
 
 
 def test_errors_are_one_line_with_exit_status_1(tmp_path, image_folder, capsys):

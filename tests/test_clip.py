@@ -1,6 +1,7 @@
-"""The CLIP-family encoders on tiny random models built here, so everything runs offline.
+"""The open_clip encoders and their fast towers, on random-weight models built here, so everything runs offline.
 
-The open_clip tests need open_clip (and torchvision): they run in `.venv-clip` and are skipped elsewhere.
+These need open_clip (and torchvision): they run in `.venv-clip` and are skipped elsewhere. The transformers
+path is tested in test_clip_hf.py.
 """
 
 from __future__ import annotations
@@ -10,141 +11,143 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from t2i_helpers import clip
+from t2i_helpers import clip, clip_archs, clip_towers
 from t2i_helpers.encoders import load_encoder
+from t2i_helpers.images import read_image
+from tests.clip_helpers import IMAGES, TEXTS, check_encoder, min_row_cosine, offline  # noqa: F401 (a fixture)
 
-RNG = np.random.default_rng(0)
-IMAGES = [
-    RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8),  # RGB
-    RNG.integers(0, 256, (50, 30, 4), dtype=np.uint8),  # RGBA
-    RNG.integers(0, 256, (20, 20), dtype=np.uint8),  # grayscale
-    Image.new("RGB", (64, 48), "red"),
-    np.full((1, 1, 3), 200, np.uint8),
-    np.zeros((3000, 2000, 3), np.uint8),
-]
-TEXTS = ["a red kangaroo", "a fire truck", ""]
+pytest.importorskip("open_clip")
 
 
-def assert_unit_rows(x: np.ndarray, n: int, dim: int) -> None:
-    assert x.shape == (n, dim) and x.dtype == np.float32
-    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+@pytest.fixture(scope="module")
+def b32(tmp_path_factory):
+    """open_clip's ViT-B-32 with random weights, eager fp32: the reference the fast towers must follow."""
+    return clip_archs.random_openclip("ViT-B-32", backend="torch", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def check_encoder(encoder, dim: int) -> None:
-    assert encoder.dim == dim
-    assert_unit_rows(encoder.encode_images(IMAGES), len(IMAGES), dim)
-    assert_unit_rows(encoder.encode_texts(TEXTS), len(TEXTS), dim)
-    assert encoder.encode_images([]).shape == (0, dim)
-    assert encoder.encode_texts([]).shape == (0, dim)
+@pytest.fixture(scope="module")
+def photos_and_captions(bundled):
+    sample = bundled.sample(8, random_state=1)
+    return [read_image(path)[1] for path in sample.path], [*sample.caption, "a red kangaroo", ""]
 
 
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """No hub and an empty cache, whatever network and cache this machine has."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(clip, "_hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+# ---------------------------------------------------------------- the encoder
 
 
-# ---------------------------------------------------------------- open_clip
-
-
-def test_tiny_openclip_embeds_any_image_and_text() -> None:
-    pytest.importorskip("open_clip")
-    encoder = load_encoder("openclip-tiny-random", batch_size=4)
+def test_tiny_openclip_embeds_any_image_and_text(tmp_path) -> None:
+    encoder = load_encoder("openclip-tiny-random", batch_size=4, cache_dir=tmp_path)
     assert encoder.name == "openclip-tiny-random"
-    check_encoder(encoder, clip._TINY_CONFIG["embed_dim"])
+    check_encoder(encoder, clip_archs._TINY_CONFIG["embed_dim"])
 
 
 def test_tiny_openclip_is_deterministic_per_seed() -> None:
-    pytest.importorskip("open_clip")
-    a, b, c = clip.tiny_openclip(seed=0), clip.tiny_openclip(seed=0), clip.tiny_openclip(seed=1)
+    a, b, c = (clip_archs.tiny_openclip(seed=s, backend="torch") for s in (0, 0, 1))
     assert np.array_equal(a.encode_texts(TEXTS), b.encode_texts(TEXTS))
     assert np.array_equal(a.encode_images(IMAGES[:2]), b.encode_images(IMAGES[:2]))
     assert not np.allclose(a.encode_texts(TEXTS), c.encode_texts(TEXTS))
 
 
-def test_openclip_loads_a_local_weights_file(tmp_path, offline) -> None:
-    pytest.importorskip("open_clip")
-    tiny = clip.tiny_openclip(seed=3)
+@pytest.mark.usefixtures("offline")
+def test_openclip_loads_a_local_weights_file(tmp_path) -> None:
+    tiny = clip_archs.tiny_openclip(seed=3, backend="torch")
     torch.save(tiny.model.state_dict(), tmp_path / "weights.pt")
-    encoder = clip.OpenCLIPEncoder(f"{clip.TINY_OPENCLIP}/{tmp_path / 'weights.pt'}")
-    assert encoder.name == f"openclip:{clip.TINY_OPENCLIP}/{tmp_path}/weights.pt"
+    encoder = clip.OpenCLIPEncoder(f"{clip_archs.TINY_OPENCLIP}/{tmp_path / 'weights.pt'}", backend="torch")
+    assert encoder.name == f"openclip:{clip_archs.TINY_OPENCLIP}/{tmp_path}/weights.pt"
     assert np.allclose(encoder.encode_texts(TEXTS), tiny.encode_texts(TEXTS), atol=1e-6)
 
 
-def test_openclip_without_hub_fails_fast_and_clearly(offline) -> None:
-    pytest.importorskip("open_clip")
+@pytest.mark.usefixtures("offline")
+def test_openclip_without_hub_fails_fast_and_clearly() -> None:
     with pytest.raises(clip.WeightsUnavailableError, match="conse-effnet-minilm") as raised:
         load_encoder("openclip:ViT-B-32/openai")
     assert isinstance(raised.value, RuntimeError)
     assert "openclip:MODEL//path/to/weights" in str(raised.value) and "HF_HOME" in str(raised.value)
 
 
-def test_openclip_unknown_model_is_not_called_a_download_error(offline) -> None:
-    pytest.importorskip("open_clip")
+@pytest.mark.usefixtures("offline")
+def test_openclip_unknown_model_is_not_called_a_download_error() -> None:
     with pytest.raises(RuntimeError) as raised:
         clip.OpenCLIPEncoder("NoSuchModel/openai")
     assert not isinstance(raised.value, clip.WeightsUnavailableError)
 
 
-# ---------------------------------------------------------------- transformers
+def test_image_size_is_the_side_open_clips_transform_reads(b32, photos_and_captions) -> None:
+    photos, _ = photos_and_captions
+    tiny = clip_archs.tiny_openclip(backend="torch")
+    assert (b32.image_size, tiny.image_size) == (224, clip_archs._TINY_CONFIG["vision_cfg"]["image_size"])
+    for encoder in (b32, tiny):
+        assert encoder.preprocess(photos[:2]).shape == (2, 3, encoder.image_size, encoder.image_size)
 
 
-def save_tiny_tokenizer(folder) -> None:
-    """A CLIP BPE tokenizer over single characters, written as vocab.json + merges.txt and saved."""
-    from transformers import CLIPTokenizer
-
-    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
-    tokens = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
-    tokenizer.model_max_length = 16
-    tokenizer.save_pretrained(folder)
+# ---------------------------------------------------------------- queries are not padded to 77
 
 
-TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
-TEXT_TOWER = {**TOWER, "vocab_size": 100, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1}
-VISION_TOWER = {**TOWER, "image_size": 32, "patch_size": 8}
+def test_queries_stop_at_their_end_token_and_embed_as_if_padded(b32, photos_and_captions) -> None:
+    _, captions = photos_and_captions
+    assert clip_towers.OpenCLIPText.fits(b32.model)
+    (one,) = b32.tokenize(["a red kangaroo"])
+    assert one.shape == (1, 5)  # start, three words, end: not 77
+    (batch,) = b32.tokenize(captions)
+    assert batch.shape[1] == int((b32.tokenizer(captions) != 0).sum(axis=1).max()) < 77  # the longest caption
+    with torch.inference_mode():
+        padded = torch.nn.functional.normalize(b32.model.encode_text(b32.tokenizer(captions)), dim=-1).numpy()
+    assert np.allclose(b32.encode_texts(captions), padded, atol=1e-5)  # open_clip's own, padded to 77
+    one_by_one = np.concatenate([b32.encode_texts([c]) for c in captions])
+    assert np.allclose(b32.encode_texts(captions), one_by_one, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny_hf_clip(tmp_path_factory) -> str:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config={**TEXT_TOWER, "pad_token_id": 1}, vision_config=VISION_TOWER, projection_dim=24)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    save_tiny_tokenizer(folder)
-    return str(folder)
+def test_image_tower_is_open_clips_own(b32, photos_and_captions) -> None:
+    photos, _ = photos_and_captions
+    with torch.inference_mode():
+        own = torch.nn.functional.normalize(b32.model.encode_image(b32.preprocess(photos)), dim=-1).numpy()
+    assert np.allclose(b32.encode_images(photos), own, atol=1e-6)
 
 
-def test_hf_clip_from_a_local_folder(tiny_hf_clip: str) -> None:
-    encoder = load_encoder(f"hf:{tiny_hf_clip}", batch_size=4)
-    assert encoder.name == f"hf:{tiny_hf_clip}"
-    check_encoder(encoder, 24)
-    again = clip.HFCLIPEncoder(tiny_hf_clip)
-    assert np.allclose(encoder.encode_texts(TEXTS), again.encode_texts(TEXTS), atol=1e-6)
+# ---------------------------------------------------------------- fast towers follow eager fp32
 
 
-def test_hf_siglip_from_a_local_folder(tmp_path) -> None:
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
-
-    config = SiglipConfig(text_config={**TEXT_TOWER, "pad_token_id": 1}, vision_config=VISION_TOWER)
-    SiglipModel(config).save_pretrained(tmp_path)
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    save_tiny_tokenizer(tmp_path)
-    encoder = clip.HFCLIPEncoder(str(tmp_path))
-    assert encoder._text_kwargs["padding"] == "max_length"
-    check_encoder(encoder, 32)
+@pytest.mark.parametrize("backend", ["autocast", "onnx"])
+def test_fast_towers_match_eager_fp32_per_row(b32, photos_and_captions, backend) -> None:
+    photos, captions = photos_and_captions
+    fast = b32.with_backend(backend)
+    assert fast.backend == f"image={backend},text={backend}" and fast.model is b32.model  # weights shared
+    assert min_row_cosine(fast.encode_images(photos), b32.encode_images(photos)) >= 0.999
+    assert min_row_cosine(fast.encode_texts(captions), b32.encode_texts(captions)) >= 0.999
+    assert b32.backend == "image=torch,text=torch"  # the reference is left as it was
 
 
-def test_hf_without_hub_fails_fast_and_clearly(offline) -> None:
-    with pytest.raises(clip.WeightsUnavailableError, match="conse-effnet-minilm"):
-        load_encoder("hf:openai/clip-vit-base-patch32")
+def test_onnx_graphs_are_exported_once_and_never_stale(tmp_path) -> None:
+    first = clip_archs.tiny_openclip(seed=0, backend="onnx", cache_dir=tmp_path)
+    graphs = sorted(tmp_path.glob("*.onnx"))
+    assert len(graphs) == 2 and not list(tmp_path.glob("*.part"))  # one per tower, written whole
+    stamps = [g.stat().st_mtime_ns for g in graphs]
+    again = clip_archs.tiny_openclip(seed=0, backend="onnx", cache_dir=tmp_path)
+    assert [g.stat().st_mtime_ns for g in sorted(tmp_path.glob("*.onnx"))] == stamps  # reused, not re-exported
+    assert np.array_equal(again.encode_texts(TEXTS), first.encode_texts(TEXTS))
+    other = clip_archs.tiny_openclip(seed=1, backend="onnx", cache_dir=tmp_path)  # other weights: new graphs
+    assert len(list(tmp_path.glob("*.onnx"))) == 4
+    eager = clip_archs.tiny_openclip(seed=1, backend="torch", cache_dir=tmp_path)
+    assert min_row_cosine(other.encode_texts(TEXTS), eager.encode_texts(TEXTS)) >= 0.9999
+    with torch.no_grad():
+        eager.model.token_embedding.weight.mul_(-1.0)  # weights changed in place after loading
+    changed = eager.with_backend("onnx")
+    assert len(list(tmp_path.glob("*.onnx"))) == 5  # a new text graph; the unchanged image tower's is reused
+    assert min_row_cosine(changed.encode_texts(TEXTS), eager.encode_texts(TEXTS)) >= 0.9999
+    assert min_row_cosine(changed.encode_texts(TEXTS), other.encode_texts(TEXTS)) < 0.99
+
+
+def test_auto_times_once_and_remembers_the_choice(tmp_path, monkeypatch) -> None:
+    encoder = clip_archs.tiny_openclip(cache_dir=tmp_path)  # backend="auto" is the default
+    image, text = (part.split("=")[1] for part in encoder.backend.split(","))
+    assert image in clip_towers.candidates("image", encoder.device)
+    assert text in clip_towers.candidates("text", encoder.device)
+    timings = json.loads((tmp_path / "clip-backends.json").read_text())
+    assert sorted(entry["backend"] for entry in timings.values()) == sorted([image, text])
+    assert all(entry["ms"][entry["backend"]] == min(entry["ms"].values()) for entry in timings.values())
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(clip_towers, "time_ms", no_timing)
+    assert clip_archs.tiny_openclip(cache_dir=tmp_path).backend == encoder.backend  # read from the cache

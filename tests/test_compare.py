@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from t2i_helpers import compare
 from t2i_helpers.compare import (
     CANDIDATES,
     FP32,
@@ -35,6 +36,26 @@ def test_compare_measures_loadable_and_explains_skipped(bundled, tmp_path):
     cached = compare_encoders(photos, candidates=[], cache=cache)  # read back, not recomputed
     pd.testing.assert_frame_equal(cached, pd.read_csv(cache))
     assert len(cached) == 3
+
+
+def test_clip_without_weights_gets_speed_from_a_stand_in_and_published_quality(bundled, tmp_path, monkeypatch):
+    photos = bundled.sample(40, random_state=1)
+    monkeypatch.setitem(compare.STAND_INS, "hf:/no/weights/here", "hf-random:ViT-B-32")  # never the hub
+    candidates = [
+        Candidate("lite0", "conse-effnet-lite0-minilm"),
+        Candidate("CLIP ViT-B/32 (OpenAI)", "hf:/no/weights/here"),
+        Candidate("CLIP ViT-B/32 (LAION-2B)", "hf:/no/weights/here"),
+    ]
+    table = compare_encoders(photos, candidates=candidates).set_index("encoder")
+    row = table.loc["CLIP ViT-B/32 (OpenAI)"]
+    assert row.status == "speed only" and "random weights (hf-random:ViT-B-32)" in row.reason
+    assert row.dim == 512 and 150 < row["params (M)"] < 153 and row["index (MB)"] > 0
+    assert row["images/s"] > 0 and row["images/s (eager fp32)"] > 0 and row.backend.startswith("image=")
+    assert pd.isna(row["R@10"]) and pd.isna(row["load (s)"])  # random embeddings measure no quality
+    assert table.loc["lite0", "R@10"] > 0 and table.loc["lite0", "backend"] in ("onnx", "torch")  # the same table
+    assert table["Flickr30k R@10 (published)"].tolist()[1:] == [90.0, 93.1]
+    shared = ["images/s", "query p50 (ms)", "index (MB)"]  # one stand-in, measured once for both
+    assert table.loc["CLIP ViT-B/32 (LAION-2B)", shared].tolist() == row[shared].tolist()
 
 
 def test_caption_quality_matches_a_direct_count(engine, bundled):
