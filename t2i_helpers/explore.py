@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collection import VECTOR_WINDOW
 from .encoders import Encoder, l2_normalize
 from .images import ImageError, Thumbnails, read_image
 from .queries import DEFAULT_TEMPLATES, category_name, query_embeddings
@@ -40,7 +39,7 @@ class StoredImages:
 
 def stored_images(store: ImageStore) -> StoredImages:
     """Read every row of the collection, with its vector."""
-    rows = sorted(store.scan(["id", "path", "label", "caption", "embedding"], window=VECTOR_WINDOW), key=_path)
+    rows = sorted(store.scan(["id", "path", "label", "caption", "embedding"]), key=_path)
     return StoredImages(
         np.array([r["id"] for r in rows], dtype=np.int64),
         [r["path"] for r in rows],

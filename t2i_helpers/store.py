@@ -30,6 +30,7 @@ from .collection import (
     META_PREFIX,
     SCHEMA_VERSION,
     TEXT_FIELDS,
+    VECTOR_WINDOW,
     CollectionLayout,
     StoreError,
     clip_text,
@@ -223,19 +224,21 @@ class ImageStore(CollectionLayout):
         low: int = 0,
         high: int = (1 << 63) - 1,
         collection: str | None = None,
-        window: int = QUERY_WINDOW,
     ) -> list[dict]:
         """Every row with ids in [low, high] and the given fields, however many there are.
 
-        Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves.
-        (milvus-lite lacks the timestamp call that pymilvus's query_iterator asks for.)
+        Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves; the
+        window is small when vectors come back (`VECTOR_WINDOW`). (milvus-lite lacks the timestamp call that
+        pymilvus's query_iterator asks for.)
         """
         name = collection or self.collection
-        rows = self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window)
+        window = VECTOR_WINDOW if "embedding" in fields else QUERY_WINDOW
+        # list(): pymilvus fills vectors in lazily on item access, and `+` of two results would copy unfilled rows
+        rows = list(self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window))
         if len(rows) < window or low == high:
             return rows
         middle = (low + high) // 2
-        return self.scan(fields, low, middle, name, window) + self.scan(fields, middle + 1, high, name, window)
+        return self.scan(fields, low, middle, name) + self.scan(fields, middle + 1, high, name)
 
     def paths(self) -> dict[int, str]:
         """Every stored id with its path."""

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from t2i_helpers.collection import EncoderMismatchError
+from t2i_helpers.collection import VECTOR_WINDOW, EncoderMismatchError
 from t2i_helpers.config import Config
 from t2i_helpers.store import ImageStore, StoreError
 
@@ -33,6 +33,20 @@ def test_insert_count_get_delete(tmp_path):
     assert store.get([3])[0]["caption"] == "image 2"
     store.delete([1, 2])
     assert store.count() == 8
+    store.close()
+
+
+def test_scan_returns_every_row_once_across_query_windows(tmp_path):
+    store = ImageStore(Config(uri=str(tmp_path / "s.db")), "enc-a", 8)
+    n = 3 * VECTOR_WINDOW + 17  # several windows of vectors (ids spread over the 63-bit range, as content hashes are)
+    ids = np.random.default_rng(1).integers(1, 1 << 63, size=n, dtype=np.int64)
+    rows = [{**row, "id": int(i)} for row, i in zip(_rows(n), ids, strict=True)]
+    vectors = _vectors(n, 8)
+    store.insert(rows, vectors)
+    with_vectors = {r["id"]: r["embedding"] for r in store.scan(["id", "embedding"])}
+    assert len(with_vectors) == n and set(with_vectors) == {int(i) for i in ids}
+    assert np.allclose(with_vectors[int(ids[5])], vectors[5], atol=1e-6)
+    assert len(store.scan(["path"])) == n  # without vectors, one window holds them all
     store.close()
 
 
