@@ -21,9 +21,6 @@ LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
 TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
 INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
-# rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
-# (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
-VECTOR_WINDOW = 256
 
 
 class StoreError(RuntimeError):

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from t2i_helpers.collection import VECTOR_WINDOW, EncoderMismatchError
+from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
-from t2i_helpers.store import ImageStore, StoreError
+from t2i_helpers.store import VECTOR_WINDOW, ImageStore, StoreError
 
 
 def _rows(n: int, label: str = "x") -> list[dict]:
