@@ -88,7 +88,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each configuration keeps its best")
     args = parser.parse_args()
 
-    cache = tempfile.mkdtemp(prefix="t2i-clip-bench-")  # a fresh choice for "auto", timed on this machine now
+    # A fresh choice for "auto", timed on this machine now; its ONNX graphs (hundreds of MB) go with the run.
+    with tempfile.TemporaryDirectory(prefix="t2i-clip-bench-") as cache:
+        measure(args, cache)
+
+
+def measure(args: argparse.Namespace, cache: str) -> None:
+    """Both backends of one architecture, built over `cache`; prints the ratios."""
     build = random_hf if args.library == "hf" else random_openclip
     eager = build(args.arch, backend="torch", cache_dir=cache)
     fast = eager.with_backend("auto")
