@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +43,7 @@ QUERY_WINDOW = 16384  # and on a query's `limit`
 # rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
 # (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
 VECTOR_WINDOW = 256
+LITE_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # what milvus-lite 2.5 accepts as a file name
 OUTPUT_FIELDS = list(TEXT_FIELDS)
 
 
@@ -149,6 +151,11 @@ class ImageStore(CollectionLayout):
                 raise StoreError(
                     f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
                     "and index again, or pass another file with --uri"
+                )
+            if not LITE_FILE_NAME.fullmatch(path.name):
+                raise StoreError(
+                    f"milvus-lite cannot use the file name {path.name!r}: use only letters, digits, '.', '-' and "
+                    f"'_' in it (e.g. {re.sub(r'[^A-Za-z0-9._-]', '_', path.name)!r}); the folder may be named freely"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -44,6 +44,19 @@ def test_errors_are_one_line_with_exit_status_1(tmp_path, image_folder, capsys):
     assert "--encoder conse-effnet-minilm" in capsys.readouterr().err
 
 
+def test_a_file_name_milvus_lite_refuses_is_one_line_and_a_folder_with_spaces_is_fine(tmp_path, image_folder):
+    bad = subprocess.run(
+        [T2I, "index", str(image_folder), "--uri", str(tmp_path / "my photos" / "a,b.db")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr  # milvus-lite's own ends in one
+    assert bad.stderr.strip() == (
+        "t2i: error: milvus-lite cannot use the file name 'a,b.db': use only letters, digits, '.', '-' and '_' "
+        "in it (e.g. 'a_b.db'); the folder may be named freely"
+    )
+    assert main(["index", str(image_folder), "--uri", str(tmp_path / "my photos" / "a_b.db")]) == 0
+
+
 def test_console_script_runs_with_env_uri(tmp_path, image_folder):
     env_uri = str(tmp_path / "env.db")
     import os
