@@ -32,9 +32,11 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 from tqdm.auto import tqdm
 
+from .config import Config
 from .encoders import l2_normalize
 from .evaluate import release_lite
 from .metrics import exact_top_k
+from .store import milvus_client
 
 COLLECTION = "ann_study"
 # Milvus caps one insert RPC at 64 MB; inserts of at most 16 MB of vectors stay well under it.
@@ -143,8 +145,9 @@ class Bench:
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self._tmp = None if uri else tempfile.TemporaryDirectory(prefix="t2i-ann-")
         self.uri = uri or str(Path(self._tmp.name) / "ann.db")
-        self.where = "milvus server" if self.uri.startswith(("http://", "https://", "tcp://")) else "milvus-lite"
-        self.client = MilvusClient(uri=self.uri)
+        config = Config(uri=self.uri)
+        self.where = "milvus-lite" if config.is_lite else "milvus server"
+        self.client = milvus_client(config)
         if self.client.has_collection(COLLECTION):
             self.client.drop_collection(COLLECTION)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)

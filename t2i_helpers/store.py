@@ -43,6 +43,10 @@ QUERY_WINDOW = 16384  # and on a query's `limit`
 # rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
 # (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
 VECTOR_WINDOW = 256
+# pymilvus pings every 10 s, idle or not; milvus-lite's gRPC server allows a ping without data once in 5 minutes
+# and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
+# failed (measured: closed, idle 35 s, reopened). Servers accept pymilvus's pings, so they keep its defaults.
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 LITE_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # what milvus-lite 2.5 accepts as a file name
 OUTPUT_FIELDS = list(TEXT_FIELDS)
 
@@ -159,7 +163,7 @@ class ImageStore(CollectionLayout):
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return MilvusClient(uri=config.uri, token=config.token)
+            return milvus_client(config)
         except MilvusException as err:
             if config.is_lite:
                 raise StoreError(
@@ -314,6 +318,12 @@ class ImageStore(CollectionLayout):
         client of that file in the process; another process can open the file once this one has exited.
         """
         self.client.close()
+
+
+def milvus_client(config: Config) -> MilvusClient:
+    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses."""
+    options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
+    return MilvusClient(uri=config.uri, token=config.token, **options)
 
 
 def to_hits(results) -> list[list[Hit]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -131,6 +132,21 @@ def test_second_process_gets_a_clear_error(tmp_path):
 def test_lite_refuses_index_types_it_cannot_build(tmp_path):
     with pytest.raises(StoreError, match="cannot build a DISKANN index.*Milvus server"):
         ImageStore(Config(uri=str(tmp_path / "s.db"), index_type="DISKANN"), "enc-a", 4)
+
+
+def test_a_closed_milvus_lite_file_reopens_after_sitting_idle(tmp_path):
+    """pymilvus's default 10 s keepalive drew GOAWAY "too_many_pings" from milvus-lite's server after ~30 s
+    idle, and the next open of a file opened and closed twice before (a notebook re-run) failed, blaming
+    another process."""
+    config = Config(uri=str(tmp_path / "idle.db"))
+    store = ImageStore(config, "enc-a", 4)
+    store.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
+    store.close()
+    ImageStore(config, "enc-a", 4).close()
+    time.sleep(40)  # three pings' worth
+    again = ImageStore(config, "enc-a", 4)
+    assert again.count() == 1
+    again.close()
 
 
 def test_a_milvus_lite_3_folder_is_refused_with_what_to_do(tmp_path):
