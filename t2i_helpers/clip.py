@@ -44,6 +44,8 @@ class _TorchEncoder:
     name: str
     dim: int
     backend: str  # per tower, e.g. "image=autocast,text=onnx"
+    # What `from_parts` passes where its caller names nothing: the constructors' defaults.
+    PART_DEFAULTS = {"batch_size": 32, "device": None, "backend": "auto", "cache_dir": None}
     image_size: int | None  # the shorter side (px) preprocessing reads; big JPEGs are decoded down to it
 
     def _prepare(
@@ -188,7 +190,7 @@ class OpenCLIPEncoder(_TorchEncoder):
         """
         encoder = cls.__new__(cls)
         encoder.transform, encoder.tokenizer = preprocess, tokenizer
-        options = {"batch_size": 32, "device": None, "backend": "auto", "cache_dir": None} | kwargs
+        options = cls.PART_DEFAULTS | kwargs
         encoder._prepare(name, model, **options)
         return encoder
 
@@ -256,7 +258,7 @@ class HFCLIPEncoder(_TorchEncoder):
             kwargs: `batch_size`, `device`, `backend` and `cache_dir` as for the constructor.
         """
         encoder = cls.__new__(cls)
-        options = {"batch_size": 32, "device": None, "backend": "auto", "cache_dir": None} | kwargs
+        options = cls.PART_DEFAULTS | kwargs
         encoder._setup(name, model, tokenizer, image_processor, **options)
         return encoder
 
