@@ -47,7 +47,7 @@ VECTOR_WINDOW = 256
 # and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
 # failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
 LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-LITE_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # what milvus-lite 2.5 accepts as a file name
+LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
 OUTPUT_FIELDS = list(TEXT_FIELDS)
 
 
@@ -156,10 +156,11 @@ class ImageStore(CollectionLayout):
                     f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
                     "and index again, or pass another file with --uri"
                 )
-            if not LITE_FILE_NAME.fullmatch(path.name):
+            if not re.fullmatch(f"[{LITE_NAME_CHARS}]+", path.name):
+                fixed = re.sub(f"[^{LITE_NAME_CHARS}]", "_", path.name)
                 raise StoreError(
                     f"milvus-lite cannot use the file name {path.name!r}: use only letters, digits, '.', '-' and "
-                    f"'_' in it (e.g. {re.sub(r'[^A-Za-z0-9._-]', '_', path.name)!r}); the folder may be named freely"
+                    f"'_' in it (e.g. {fixed!r}); the folder may be named freely"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
