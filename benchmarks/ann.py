@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from t2i_helpers.ann import cheapest_at, extended_collection, index_study, standard_sweeps
-from t2i_helpers.encoders import load_encoder
-from t2i_helpers.evaluate import index_data, stored_embeddings, temporary_store
-from t2i_helpers.milvus_server import milvus_server
-from t2i_helpers.queries import caption_queries, load_eval_data, query_embeddings
+from t2i_helpers.measure.ann import cheapest_at, extended_collection, index_study, standard_sweeps
+from t2i_helpers.measure.evaluate import index_data, stored_embeddings, temporary_store
+from t2i_helpers.measure.queries import caption_queries, load_eval_data, query_embeddings
+from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.store.milvus_server import milvus_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

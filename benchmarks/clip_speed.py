@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from t2i_helpers.clip_archs import random_hf, random_openclip
-from t2i_helpers.datasets import load_bundled
-from t2i_helpers.images import read_image
+from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.data.images import read_image
+from t2i_helpers.models.clip_archs import random_hf, random_openclip
 
 QUERIES = [
     "a red kangaroo",

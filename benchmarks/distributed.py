@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from t2i_helpers import distributed
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import load_bundled
-from t2i_helpers.encoders import load_encoder
-from t2i_helpers.milvus_server import milvus_server
-from t2i_helpers.pipelines import ingest
-from t2i_helpers.store import ImageStore
+from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.pipelines import distributed
+from t2i_helpers.pipelines.ingest import ingest
+from t2i_helpers.store.image_store import ImageStore
+from t2i_helpers.store.milvus_server import milvus_server
 
 SMALL_JOB = 8  # images in the job that measures what a job costs before its images
 

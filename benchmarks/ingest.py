@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from t2i_helpers.config import Config
-from t2i_helpers.conse import ConSEEncoder
-from t2i_helpers.datasets import load_bundled
+from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.data.images import read_image
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import read_image
-from t2i_helpers.projection import caption_recall
-from t2i_helpers.store import ImageStore
+from t2i_helpers.measure.finetune import caption_recall
+from t2i_helpers.models.conse import ConSEEncoder
+from t2i_helpers.store.image_store import ImageStore
 
 
 def forward_ceiling(layouts: list[ConSEEncoder], images: list[np.ndarray], batch_sizes: list[int]) -> tuple[float, str]:

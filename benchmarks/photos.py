@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import load_bundled
-from t2i_helpers.encoders import load_encoder
+from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.data.images import MAX_SIDE, ORIENTATION_TAG, decode_image, read_image, shrink
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import MAX_SIDE, ORIENTATION_TAG, decode_image, read_image, shrink
-from t2i_helpers.projection import caption_recall
+from t2i_helpers.measure.finetune import caption_recall
+from t2i_helpers.models.encoders import load_encoder
 
 SIZE = (4032, 3024)  # a 12 MP phone photo, landscape
 

@@ -32,16 +32,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from t2i_helpers.ann import latency_ms
 from t2i_helpers.config import Config
-from t2i_helpers.conse import ConSEEncoder
-from t2i_helpers.datasets import load_bundled
-from t2i_helpers.encoders import load_encoder
+from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.data.images import read_image
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import read_image
-from t2i_helpers.operators import pipe
-from t2i_helpers.pipelines import prepare_query
-from t2i_helpers.projection import caption_recall
+from t2i_helpers.measure.ann import latency_ms
+from t2i_helpers.measure.finetune import caption_recall
+from t2i_helpers.models.conse import ConSEEncoder
+from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.pipelines.operators import pipe
+from t2i_helpers.pipelines.search import prepare_query
 
 AUGMENTATIONS = {
     "flip": ImageOps.mirror,

@@ -1,7 +1,9 @@
 """t2i_helpers: the package behind the text-to-image search course.
 
-Modules follow the pipeline: `datasets` -> `encoders` (`conse`, `clip`) -> `operators`/`pipelines` (Towhee)
--> `store` (Milvus) -> `engine` -> `metrics`/`queries`/`evaluate` -> `viz`/`widgets`/`app`/`api`/`server`/`cli`.
+The package is laid out in wings, each importing only the wings below it (bottom to top):
+`config` -> `data` (photos) -> `models` (encoders) -> `store` (Milvus) -> `pipelines` (Towhee: ingest and search)
+-> `engine` (SearchEngine) -> `measure` (evaluation) -> `explore` (notebook views) -> `serve` (API, web app)
+-> `cli`. `config`, `engine` and `cli` are the entrances.
 
 Example:
     >>> from t2i_helpers import SearchEngine
@@ -15,10 +17,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "config",
     "SearchEngine": "engine",
-    "load_encoder": "encoders",
-    "ImageStore": "store",
-    "load_source": "datasets",
-    "load_bundled": "datasets",
+    "load_encoder": "models.encoders",
+    "ImageStore": "store.image_store",
+    "load_source": "data.datasets",
+    "load_bundled": "data.datasets",
 }
 
 

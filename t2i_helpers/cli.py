@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import Config
-from .encoders import available_encoders
+from .models.encoders import available_encoders
 
 
 def _store_options(parser: argparse.ArgumentParser, encoder_help: str | None = None) -> None:
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info, _RECORDED)
 
-    from .evaluate import add_eval_command
-    from .server import add_serve_command
+    from .measure.evaluate import add_eval_command
+    from .serve.server import add_serve_command
 
     add_eval_command(commands)
     _store_options(add_serve_command(commands))
@@ -87,30 +87,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "index" and args.ray_address and args.engine != "ray":
         parser.error("--ray-address is for --engine ray")
     if args.command == "eval":
-        from .evaluate import run_eval
+        from .measure.evaluate import run_eval
 
         return run_eval(args)
     from pymilvus.exceptions import MilvusException
 
-    from .datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
-    from .store import StoreError
+    from .data.datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
+    from .store.image_store import StoreError
 
     try:
         if args.command == "serve":
-            from .server import run_serve
+            from .serve.server import run_serve
 
             return run_serve(args)
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
             return 0
+        from .data.images import ImageError
         from .engine import SearchEngine
-        from .images import ImageError
 
         if args.command == "index":
             source = tuxpaint_csv() if args.source == "bundled" else args.source
             config = _config(args, batch_size=args.batch_size)
             if args.engine == "ray":
-                from .distributed import check_ray_ready
+                from .pipelines.distributed import check_ray_ready
 
                 check_ray_ready(config)  # before the encoder loads: no Ray, or milvus-lite, is refused at once
             engine = SearchEngine.open(config, reset=args.reset)

@@ -35,7 +35,7 @@ class Config:
         uri: a milvus-lite file path (embedded, the default) or `http(s)://host:port` of a Milvus server.
         token: Milvus token (`user:password` or an API key) for a server; empty for milvus-lite.
         collection: Milvus collection name.
-        encoder: encoder name for `t2i_helpers.encoders.load_encoder`.
+        encoder: encoder name for `t2i_helpers.models.encoders.load_encoder`.
         batch_size: images per pipeline batch during ingest: one Milvus insert, split by the encoder into its
             own forward passes (32 measured fastest on 2 cores, see benchmarks/ingest.py).
         decode_workers: threads that decode images while the model runs.

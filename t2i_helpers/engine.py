@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .config import DEFAULT_COLLECTION, Config
-from .datasets import load_source
-from .encoders import Encoder, ImageLike, load_encoder
-from .hybrid import hybrid_search
-from .images import MAX_SIDE, Thumbnails, read_image
-from .operators import IngestReport
-from .pipelines import Query, ingest, prepare_query, run_pipeline, search_pipeline
-from .store import Hit, ImageStore, StoreError, read_meta
+from .data.datasets import load_source
+from .data.images import MAX_SIDE, ImageLike, Thumbnails, read_image
+from .models.encoders import Encoder, load_encoder
+from .pipelines.hybrid import hybrid_search
+from .pipelines.ingest import ingest
+from .pipelines.operators import IngestReport, run_pipeline
+from .pipelines.search import Query, prepare_query, search_pipeline
+from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
 
 class NoIndexError(StoreError):
@@ -123,7 +124,7 @@ class SearchEngine:
             rows = load_source(source)
             root = Path(source).expanduser() if Path(source).is_dir() else Path(source).expanduser().parent
         if engine == "ray":
-            from .distributed import ingest as ray_ingest
+            from .pipelines.distributed import ingest as ray_ingest
 
             return ray_ingest(
                 rows,

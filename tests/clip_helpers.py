@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_helpers import clip
+from t2i_helpers.models import clip
 
 RNG = np.random.default_rng(0)
 IMAGES = [

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import DatasetError, load_bundled
-from t2i_helpers.encoders import load_encoder
+from t2i_helpers.data.datasets import DatasetError, load_bundled
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.milvus_server import INSTALL_HINT, milvus_server, server_available
+from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.store.milvus_server import INSTALL_HINT, milvus_server, server_available
 
 T2I = str(Path(sys.executable).parent / "t2i")  # the console script of the interpreter running the tests
 

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
 
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # what the API accepts (t2i_helpers.uploads)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # what the API accepts (t2i_helpers.serve.uploads)
 
 
 def _encode(drawn: tuple[str, int, int, int]) -> bytes:

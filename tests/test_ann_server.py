@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from pymilvus import MilvusClient
 
-from t2i_helpers.ann import COLLECTION, IndexSweep, cheapest_at, index_study, index_support
-from t2i_helpers.encoders import l2_normalize
-from t2i_helpers.milvus_server import MilvusServerError, milvus_server, server_available
+from t2i_helpers.measure.ann import COLLECTION, IndexSweep, cheapest_at, index_study, index_support
+from t2i_helpers.models.encoders import l2_normalize
+from t2i_helpers.store.milvus_server import MilvusServerError, milvus_server, server_available
 
 needs_server = pytest.mark.skipif(not server_available(), reason='the server tests need pip install -e ".[server]"')
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from t2i_helpers.api import create_api
 from t2i_helpers.config import Config
+from t2i_helpers.data.images import content_id
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import content_id
-from t2i_helpers.pipelines import MAX_QUERY_CHARS
-from t2i_helpers.server import BackgroundServer, measure_search_latency
+from t2i_helpers.pipelines.search import MAX_QUERY_CHARS
+from t2i_helpers.serve.api import create_api
+from t2i_helpers.serve.server import BackgroundServer, measure_search_latency
 
 from .conftest import T2I
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from t2i_helpers.auth import API_KEY_HEADER
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.pipelines import clean_query
-from t2i_helpers.schemas import QUERY_PATTERN
-from t2i_helpers.server import BackgroundServer, serve_app
+from t2i_helpers.pipelines.search import clean_query
+from t2i_helpers.serve.auth import API_KEY_HEADER
+from t2i_helpers.serve.schemas import QUERY_PATTERN
+from t2i_helpers.serve.server import BackgroundServer, serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from t2i_helpers.api import create_api
-from t2i_helpers.server import BackgroundServer
+from t2i_helpers.serve.api import create_api
+from t2i_helpers.serve.server import BackgroundServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,7 +35,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 @contextlib.contextmanager
 def open_page(engine, tmp_path):
     """The search page served with the API, open in headless chromium; fails if the page fetches from outside."""
-    from t2i_helpers.app import mount_app
+    from t2i_helpers.serve.app import mount_app
 
     app = mount_app(create_api(engine, upload_dir=tmp_path / "uploads"), engine)
     with BackgroundServer(app) as server, sync_api.sync_playwright() as playwright:

@@ -122,7 +122,7 @@ def test_a_collection_built_with_a_projection_head_is_searched_with_it(tmp_path,
     """The head's encoder name (`...+head-TAG`) cannot be loaded; the collection also records how it was loaded."""
     import numpy as np
 
-    from t2i_helpers.projection import ProjectionHead
+    from t2i_helpers.models.projection import ProjectionHead
 
     head = ProjectionHead(np.zeros((1000, 384), np.float32), np.zeros(384, np.float32)).save(tmp_path / "head.npz")
     uri = str(tmp_path / "head.db")

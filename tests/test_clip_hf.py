@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i_helpers import clip, clip_archs, clip_towers
 from t2i_helpers.config import Config
-from t2i_helpers.encoders import load_encoder
+from t2i_helpers.data.images import read_image
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import read_image
+from t2i_helpers.models import clip, clip_archs, clip_towers
+from t2i_helpers.models.encoders import load_encoder
 from tests.clip_helpers import TEXTS, check_encoder, min_row_cosine, offline  # noqa: F401 (a fixture)
 
 

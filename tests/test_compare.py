@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from t2i_helpers import compare
-from t2i_helpers.compare import (
+from t2i_helpers.data.images import read_image
+from t2i_helpers.measure import compare
+from t2i_helpers.measure.compare import (
     CANDIDATES,
     FP32,
     INT8,
@@ -15,7 +16,6 @@ from t2i_helpers.compare import (
     compare_encoders,
     pareto_front,
 )
-from t2i_helpers.images import read_image
 
 
 def test_compare_measures_loadable_and_explains_skipped(bundled, tmp_path):

@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_helpers.datasets import COLUMNS, DatasetError, download, fetch_tuxpaint, load_csv, load_source, scan_folder
+from t2i_helpers.data.datasets import (
+    COLUMNS,
+    DatasetError,
+    download,
+    fetch_tuxpaint,
+    load_csv,
+    load_source,
+    scan_folder,
+)
 
 
 def _png_bytes() -> bytes:

@@ -24,13 +24,13 @@ import psutil
 import pytest
 from pymilvus import MilvusClient
 
-from t2i_helpers import distributed
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import load_source
-from t2i_helpers.distributed import chunk_files, plan_resources
-from t2i_helpers.pipelines import IngestError, ingest
-from t2i_helpers.store import ImageStore, StoreError
+from t2i_helpers.data.datasets import load_source
+from t2i_helpers.pipelines import distributed
+from t2i_helpers.pipelines.distributed import chunk_files, plan_resources
+from t2i_helpers.pipelines.ingest import IngestError, ingest
+from t2i_helpers.store.image_store import ImageStore, StoreError
 
 from .conftest import T2I, index_counts, write_bad_files
 
@@ -104,7 +104,8 @@ def test_ray_is_an_optional_extra_that_nothing_imports_unasked():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert not [r for r in project["dependencies"] if r.startswith("ray")]
     assert project["optional-dependencies"]["distributed"] == ["ray[data]==2.60.*"]
-    code = "import sys, t2i_helpers.cli, t2i_helpers.engine, t2i_helpers.distributed; print('ray' in sys.modules)"
+    modules = "t2i_helpers.cli, t2i_helpers.engine, t2i_helpers.pipelines.distributed"
+    code = f"import sys, {modules}; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr  # t2i works, and imports Ray only for --engine ray
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_helpers.conse import imagenet_classes
-from t2i_helpers.encoders import Encoder, available_encoders, l2_normalize, load_encoder, to_rgb_array
-from t2i_helpers.images import read_image
+from t2i_helpers.data.images import read_image, to_rgb_array
+from t2i_helpers.models.conse import imagenet_classes
+from t2i_helpers.models.encoders import Encoder, available_encoders, l2_normalize, load_encoder
 
 rng = np.random.default_rng(0)
 

@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score
 
-from t2i_helpers.ann import (
+from t2i_helpers.config import Config
+from t2i_helpers.data.datasets import DatasetError
+from t2i_helpers.data.images import content_id
+from t2i_helpers.measure.ann import (
     IndexSweep,
     index_study,
     index_support,
@@ -21,12 +24,9 @@ from t2i_helpers.ann import (
     standard_sweeps,
     synthetic_embeddings,
 )
-from t2i_helpers.compare import caption_quality
-from t2i_helpers.config import Config
-from t2i_helpers.datasets import DatasetError
-from t2i_helpers.evaluate import add_eval_command, evaluate, run_eval
-from t2i_helpers.images import content_id
-from t2i_helpers.metrics import (
+from t2i_helpers.measure.compare import caption_quality
+from t2i_helpers.measure.evaluate import add_eval_command, evaluate, run_eval
+from t2i_helpers.measure.metrics import (
     average_precision_at_k,
     exact_top_k,
     hit_rate_at_k,
@@ -37,8 +37,14 @@ from t2i_helpers.metrics import (
     reciprocal_rank,
     relevance_matrix,
 )
-from t2i_helpers.queries import EvalData, caption_queries, category_queries, load_eval_data, load_karpathy
-from t2i_helpers.store import ImageStore, StoreError
+from t2i_helpers.measure.queries import (
+    EvalData,
+    caption_queries,
+    category_queries,
+    load_eval_data,
+    load_karpathy,
+)
+from t2i_helpers.store.image_store import ImageStore, StoreError
 
 # ---------------------------------------------------------------- metrics, worked by hand
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from t2i_helpers.collection import META_PREFIX
 from t2i_helpers.config import Config
-from t2i_helpers.duplicates import (
+from t2i_helpers.engine import SearchEngine
+from t2i_helpers.explore.duplicates import (
     category_outliers,
     exact_duplicates,
     near_duplicates,
@@ -21,8 +21,7 @@ from t2i_helpers.duplicates import (
     radius_check,
     range_search,
 )
-from t2i_helpers.engine import SearchEngine
-from t2i_helpers.explore import (
+from t2i_helpers.explore.questions import (
     arithmetic_effect,
     compare_maps,
     compare_prompts,
@@ -34,10 +33,12 @@ from t2i_helpers.explore import (
     stored_images,
     zero_shot,
 )
-from t2i_helpers.hybrid import compare_search_modes, hybrid_search, keyword_search
-from t2i_helpers.keywords import KEYWORD_FIELD, path_keywords
-from t2i_helpers.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
-from t2i_helpers.store import ImageStore, StoreError, read_meta
+from t2i_helpers.measure.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
+from t2i_helpers.measure.search_modes import compare_search_modes
+from t2i_helpers.pipelines.hybrid import hybrid_search, keyword_search
+from t2i_helpers.store.collection import META_PREFIX
+from t2i_helpers.store.image_store import ImageStore, StoreError, read_meta
+from t2i_helpers.store.keywords import KEYWORD_FIELD, path_keywords
 
 from .test_reindex import _version_1_collection
 

@@ -10,9 +10,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import scan_folder
-from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import (
+from t2i_helpers.data.datasets import scan_folder
+from t2i_helpers.data.images import (
     MAX_SIDE,
     ORIENTATION_TAG,
     ImageError,
@@ -24,6 +23,7 @@ from t2i_helpers.images import (
     shrink,
     upright,
 )
+from t2i_helpers.engine import SearchEngine
 
 # The stored pixels of a photo taken with EXIF orientation o are the upright photo turned by the inverse of o.
 _STORED = {

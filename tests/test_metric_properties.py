@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from t2i_helpers.metrics import (
+from t2i_helpers.measure.metrics import (
     average_precision_at_k,
     hit_rate_at_k,
     ndcg_at_k,

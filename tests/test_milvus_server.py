@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from pymilvus import MilvusClient
 
-from t2i_helpers.api import create_api
-from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
 from t2i_helpers.engine import NoIndexError, SearchEngine
-from t2i_helpers.milvus_server import server_available
-from t2i_helpers.server import BackgroundServer
-from t2i_helpers.store import ImageStore
+from t2i_helpers.serve.api import create_api
+from t2i_helpers.serve.server import BackgroundServer
+from t2i_helpers.store.collection import EncoderMismatchError
+from t2i_helpers.store.image_store import ImageStore
+from t2i_helpers.store.milvus_server import server_available
 
 pytestmark = pytest.mark.skipif(not server_available(), reason='the server tests need pip install -e ".[server]"')
 
@@ -94,11 +94,11 @@ def test_search_on_a_server_opens_only_what_exists(milvus_uri, encoder, photos):
 def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, encoder, photos):
     """Milvus 2.3 has no sparse vectors nor BM25 (measured by the store's probe): no keyword field, a clear refusal,
     and vector search, range search and near-duplicates work as on milvus-lite."""
-    from t2i_helpers.duplicates import near_duplicates, radius_check
-    from t2i_helpers.explore import stored_images
-    from t2i_helpers.hybrid import keyword_search
-    from t2i_helpers.keywords import keyword_support
-    from t2i_helpers.store import StoreError, read_meta
+    from t2i_helpers.explore.duplicates import near_duplicates, radius_check
+    from t2i_helpers.explore.questions import stored_images
+    from t2i_helpers.pipelines.hybrid import keyword_search
+    from t2i_helpers.store.image_store import StoreError, read_meta
+    from t2i_helpers.store.keywords import keyword_support
 
     config = Config(uri=milvus_uri, collection="server_hybrid")
     engine = SearchEngine.open(config, encoder, reset=True)

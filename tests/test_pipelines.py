@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from t2i_helpers.config import Config
-from t2i_helpers.datasets import scan_folder
+from t2i_helpers.data.datasets import scan_folder
 from t2i_helpers.engine import EngineClosedError, SearchEngine
-from t2i_helpers.operators import pipe
-from t2i_helpers.pipelines import PipelineError, clean_query, run_pipeline
+from t2i_helpers.pipelines.operators import PipelineError, pipe, run_pipeline
+from t2i_helpers.pipelines.search import clean_query
 
 from .conftest import write_bad_files
 

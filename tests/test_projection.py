@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from t2i_helpers.encoders import load_encoder
-from t2i_helpers.images import read_image
-from t2i_helpers.projection import Features, ProjectionHead, caption_recall, split_by_image, train_head
+from t2i_helpers.data.datasets import split_by_image
+from t2i_helpers.data.images import read_image
+from t2i_helpers.measure.finetune import Features, caption_recall, train_head
+from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.models.projection import ProjectionHead
 
 
 @pytest.fixture(scope="module")

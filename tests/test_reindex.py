@@ -16,11 +16,11 @@ from PIL import Image
 from pymilvus import DataType, MilvusClient
 
 from t2i_helpers.cli import main
-from t2i_helpers.collection import META_PREFIX
 from t2i_helpers.config import Config
+from t2i_helpers.data.images import content_id
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.images import content_id
-from t2i_helpers.store import ImageStore
+from t2i_helpers.store.collection import META_PREFIX
+from t2i_helpers.store.image_store import ImageStore
 
 from .conftest import index_counts
 

@@ -23,7 +23,8 @@ from PIL import Image
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.pipelines import MAX_QUERY_CHARS, IngestError, clean_query, prepare_query
+from t2i_helpers.pipelines.ingest import IngestError
+from t2i_helpers.pipelines.search import MAX_QUERY_CHARS, clean_query, prepare_query
 
 from .conftest import T2I, index_counts
 
@@ -215,7 +216,7 @@ def test_any_text_embeds_to_a_unit_vector(encoder, text):
 
 
 def test_image_bytes_roundtrip_through_decoder():
-    from t2i_helpers.images import decode_image
+    from t2i_helpers.data.images import decode_image
 
     out = io.BytesIO()
     Image.new("RGBA", (5, 3), (10, 20, 30, 0)).save(out, format="PNG")
@@ -245,8 +246,8 @@ class _SlowEncoder:
 
 
 def test_reading_stays_a_bounded_number_of_batches_ahead(tmp_path, bundled, monkeypatch):
-    import t2i_helpers.operators as operators
-    import t2i_helpers.pipelines as pipelines
+    import t2i_helpers.pipelines.ingest as pipelines
+    import t2i_helpers.pipelines.operators as operators
 
     encoder, read = _SlowEncoder(), []
     real_read = operators.read_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from t2i_helpers.pipelines import Query
+from t2i_helpers.pipelines.search import Query
 
 
 def test_a_prepared_query_is_searched_as_it_is(engine):

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from t2i_helpers.collection import EncoderMismatchError
 from t2i_helpers.config import Config
-from t2i_helpers.store import VECTOR_WINDOW, ImageStore, StoreError
+from t2i_helpers.store.collection import EncoderMismatchError
+from t2i_helpers.store.image_store import VECTOR_WINDOW, ImageStore, StoreError
 
 
 def _rows(n: int, label: str = "x") -> list[dict]:
@@ -119,7 +119,7 @@ def test_second_process_gets_a_clear_error(tmp_path):
     config = Config(uri=str(tmp_path / "locked.db"))
     store = ImageStore(config, "enc-a", 4)
     code = (
-        "from t2i_helpers.store import ImageStore, StoreError; from t2i_helpers.config import Config\n"
+        "from t2i_helpers.store.image_store import ImageStore, StoreError; from t2i_helpers.config import Config\n"
         f"try:\n    ImageStore(Config(uri={config.uri!r}), 'enc-a', 4)\n"
         "except StoreError as err:\n    print('REFUSED', err)\n"
     )

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from t2i_helpers import onnx_towers as towers
 from t2i_helpers.config import default_data_dir
-from t2i_helpers.conse import ConSEEncoder, imagenet_classes
-from t2i_helpers.encoders import load_encoder
-from t2i_helpers.images import read_image
-from t2i_helpers.projection import caption_recall, split_by_image
+from t2i_helpers.data.datasets import split_by_image
+from t2i_helpers.data.images import read_image
+from t2i_helpers.measure.finetune import caption_recall
+from t2i_helpers.models import onnx_towers as towers
+from t2i_helpers.models.conse import ConSEEncoder, imagenet_classes
+from t2i_helpers.models.encoders import load_encoder
 
 # Lowest cosine between an int8 and the fp32 image embedding of one held-out photo, measured over the 157
 # held-out bundled photos: lite0 0.980, lite1 0.987, lite2 0.990 (over all 785: 0.968, 0.981, 0.987).

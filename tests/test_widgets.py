@@ -9,8 +9,8 @@ import pytest
 
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
-from t2i_helpers.store import Hit
-from t2i_helpers.widgets import SearchBox, search_box, thumbnail
+from t2i_helpers.explore.widgets import SearchBox, search_box, thumbnail
+from t2i_helpers.store.image_store import Hit
 
 JPEG = b"\xff\xd8\xff"
 

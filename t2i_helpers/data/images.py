@@ -1,0 +1,240 @@
+"""Image files as the encoders need them: read, hash, decode at the size used, upright, and thumbnails (notebook 01).
+
+Phone and camera libraries are 12-48 MP JPEGs and HEICs, many stored sideways with an EXIF orientation tag.
+A full 12 MP JPEG decode costs ~60 ms and the model reads 224-336 px, so JPEGs are decoded with the format's
+own DCT scaling (1/2, 1/4 or 1/8 of the size, in libjpeg) to the smallest scale that still covers what the
+encoder reads. Every image is turned upright from its EXIF orientation before it is embedded or shown.
+HEIC/HEIF (through pillow-heif) and AVIF (Pillow) are read too.
+
+Example:
+    >>> image_id, image = read_image("IMG_0001.HEIC", min_side=260)   # upright RGB uint8, short side >= 260
+    >>> Thumbnails(Path("data/thumbnails")).ensure(image_id, "IMG_0001.HEIC")
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ImageLike = Image.Image | np.ndarray
+MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are skipped, never decoded
+MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
+THUMBNAIL_SIZE = 384  # the longer side of a cached thumbnail
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
+# EXIF orientation -> how to turn the stored pixels upright (the same mapping as PIL.ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message is the reason shown to the user."""
+
+
+def to_rgb_array(image: ImageLike) -> np.ndarray:
+    """Any PIL image or array (gray, RGB, RGBA, 16-bit) as RGB uint8 `[h, w, 3]`; alpha goes onto white.
+
+    Example:
+        >>> to_rgb_array(np.zeros((4, 4), np.uint8)).shape
+        (4, 4, 3)
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            image = Image.fromarray(np.asarray(image, dtype=np.float64) / 257.0)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+        elif image.mode != "RGB":
+            image = image.convert("RGB")
+        array = np.asarray(image)
+    else:
+        array = np.asarray(image)
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or 0 in array.shape:
+        raise ValueError(f"not an image array: shape {array.shape}")
+    if array.shape[2] in (2, 4):  # with alpha: composite on white
+        alpha = array[:, :, -1:].astype(np.float32) / 255.0
+        color = array[:, :, :-1].astype(np.float32)
+        array = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array)
+
+
+def content_id(data: bytes) -> int:
+    """A stable positive int64 id from the file's bytes, so re-ingesting the same image cannot duplicate it."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """Teach Pillow to open HEIC/HEIF files (once, on first decode); False without pillow-heif."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as stored -> as they should be seen, for an EXIF orientation 1-8 (others leave them as they are)."""
+    turn = _UPRIGHT.get(orientation)
+    return np.ascontiguousarray(turn(image)) if turn else image
+
+
+def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
+    """The largest DCT scale-down (1, 2, 4 or 8) that keeps the shorter side at `min_side` px or more."""
+    if not min_side:
+        return 1
+    return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """Decode image bytes to upright RGB uint8 (alpha on white), from any format Pillow or OpenCV reads.
+
+    Args:
+        data: the file's bytes.
+        max_pixels: larger images are refused without being decoded (decompression-bomb guard).
+        min_side: the shorter side the caller needs (an encoder's input size); JPEGs are then decoded at the
+            smallest DCT scale that still covers it. None decodes at full size.
+
+    Raises:
+        ImageError: empty, not an image, corrupt, or larger than `max_pixels`.
+    """
+    if not data:
+        raise ImageError("empty file")
+    _register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as pil:  # reads the header only, until pixels are asked for
+            width, height = pil.size
+            if width * height > max_pixels:
+                raise ImageError(f"{width}x{height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)")
+            orientation = pil.getexif().get(ORIENTATION_TAG, 1)
+            if pil.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs of some cameras
+                scale = jpeg_scale(width, height, min_side)
+                if scale > 1:
+                    pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
+                return upright(_pil_pixels(pil), orientation)
+    except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
+        raise ImageError(f"{err} (decompression-bomb guard)") from err
+    except (UnidentifiedImageError, OSError) as err:
+        if isinstance(err, UnidentifiedImageError) or "cannot identify" in str(err):
+            raise ImageError("not an image file or unsupported format") from err
+        raise ImageError(f"corrupt or truncated image ({err})") from err
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF orientation
+    if image is not None and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if image is None:  # e.g. HEIC, GIF, CMYK or odd palette files in some OpenCV builds
+        try:
+            with Image.open(io.BytesIO(data)) as pil:
+                return upright(_pil_pixels(pil), orientation)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ImageError(f"corrupt or truncated image ({err})") from err
+    return upright(to_rgb_array(image), orientation)
+
+
+def _pil_pixels(pil: Image.Image) -> np.ndarray:
+    pil.load()  # the first frame of an animation; raises OSError on truncated data
+    return to_rgb_array(pil)
+
+
+def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """`image` scaled down (never up) so that its longer side is at most `max_side`."""
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes, with the reason as an `ImageError` when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as err:
+        raise ImageError("file not found (or a broken link)") from err
+    except IsADirectoryError as err:
+        raise ImageError("unreadable: it is a folder") from err
+    except OSError as err:
+        raise ImageError(f"unreadable: {err.strerror or err}") from err
+
+
+def read_image(path: str | Path, max_side: int | None = None, min_side: int | None = None) -> tuple[int, np.ndarray]:
+    """Read and decode one file: (content id, upright RGB uint8 image).
+
+    Args:
+        max_side: shrink the result so that its longer side is at most this.
+        min_side: the shorter side the caller needs; JPEGs are decoded at a reduced scale that covers it.
+
+    Raises:
+        ImageError: with the reason (not found, unreadable, empty, not an image, corrupt, too large).
+    """
+    data = read_bytes(path)
+    image = decode_image(data, min_side=min_side)
+    return content_id(data), shrink(image, max_side) if max_side else image
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    """RGB uint8 pixels as JPEG bytes."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageError("could not encode a JPEG")
+    return buffer.tobytes()
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """A cache of small upright JPEGs keyed by image id: `folder/SIZE/ID.jpg`, longer side at most `size`.
+
+    Made during ingest from the image already decoded for the model, or on first use from the original file.
+    """
+
+    folder: Path
+    size: int = THUMBNAIL_SIZE
+
+    def path(self, image_id: int) -> Path:
+        """Where the thumbnail of `image_id` lives (it may not exist yet)."""
+        return Path(self.folder) / str(self.size) / f"{image_id:016x}.jpg"
+
+    def write(self, image_id: int, image: np.ndarray) -> Path:
+        """Store the thumbnail of a decoded image unless it exists; atomic, so readers never see half a file."""
+        target = self.path(image_id)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f"{target.stem}.{os.getpid()}.{id(image):x}.part")
+            partial.write_bytes(encode_jpeg(shrink(image, self.size)))
+            partial.replace(target)
+        return target
+
+    def ensure(self, image_id: int, source: str | Path) -> Path:
+        """The thumbnail of `image_id`, made from `source` if missing.
+
+        Raises:
+            ImageError: the file cannot be read, or its bytes are no longer those of `image_id`.
+        """
+        target = self.path(image_id)
+        if target.exists():
+            return target
+        data = read_bytes(source)
+        if content_id(data) != image_id:
+            raise ImageError("the file changed after it was indexed; index it again")
+        return self.write(image_id, decode_image(data, min_side=self.size))

@@ -1,0 +1,205 @@
+"""An interactive search box for notebooks, from standard ipywidgets only (taught in notebook 01).
+
+Type a query and press Enter (or click Search): the best images appear as thumbnails with rank, score and
+caption; each has a "more like this" button that searches with that image instead of text. Works in
+Jupyter Notebook, JupyterLab and VS Code (ipywidgets 8), and can be driven from code, as the tests do.
+
+Example:
+    >>> box = search_box(engine)              # show it: make `box` the last line of a cell
+    >>> box.query.value = "a red kangaroo"    # same as typing it and pressing Enter
+    >>> [hit.caption for hit in box.hits][:2]
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..data.images import ImageError, encode_jpeg
+from ..engine import EngineClosedError, SearchEngine
+from ..store.image_store import Hit
+
+ALL_CATEGORIES = ""  # the dropdown value that means "no filter"
+
+
+def thumbnail(engine: SearchEngine, hit: Hit) -> bytes:
+    """The JPEG thumbnail of a hit from the engine's cache; a grey tile if its file cannot be read any more."""
+    try:
+        return engine.thumbnail(hit).read_bytes()
+    except (ImageError, OSError):  # e.g. the file was deleted after it was indexed
+        return encode_jpeg(np.full((8, 8, 3), 200, np.uint8))
+
+
+class SearchBox(widgets.VBox):
+    """A query box, a top-k slider, a category filter, a message area and a grid of results.
+
+    Build it with `search_box(engine)`. Its parts are attributes, so code can drive it:
+
+    Attributes:
+        query: `Text`; a new value (Enter, or leaving the box) runs the search.
+        top_k: `IntSlider`, how many results.
+        category: `Dropdown` of the collection's categories ("" = all), or None when there are none.
+        button: the Search `Button`.
+        output: `Output` area with one line about the results, or the error message.
+        results: `GridBox` of result cards (thumbnail, caption, "more like this").
+        hits: the `Hit`s shown, best first.
+        more_buttons: one "more like this" `Button` per hit, in the same order.
+    """
+
+    def __init__(
+        self, engine: SearchEngine, top_k: int | None = None, max_top_k: int = 20, columns: int = 5, size: int = 128
+    ) -> None:
+        self.engine, self.size = engine, size
+        self.hits: list[Hit] = []
+        self.more_buttons: list[widgets.Button] = []
+        self._repeat: Callable[[], None] | None = None  # re-runs the last search when top_k or category change
+        top_k = min(top_k or engine.config.top_k, max_top_k)
+        self.query = widgets.Text(
+            placeholder="describe the picture, e.g. a fire truck", continuous_update=False, description="Query"
+        )
+        self.button = widgets.Button(description="Search", button_style="primary", icon="search")
+        self.top_k = widgets.IntSlider(value=top_k, min=1, max=max_top_k, description="top k", continuous_update=False)
+        categories = engine.store.categories()
+        self.category = (
+            widgets.Dropdown(
+                options=[("all categories", ALL_CATEGORIES), *((c, c) for c in categories)], description="Category"
+            )
+            if categories
+            else None
+        )
+        self.output = widgets.Output()
+        self.results = widgets.GridBox(
+            layout=widgets.Layout(grid_template_columns=f"repeat({columns}, {size + 32}px)", grid_gap="8px")
+        )
+        self.query.observe(lambda change: self.search(), names="value")
+        self.button.on_click(lambda _: self.search())
+        self.top_k.observe(self._changed, names="value")
+        controls = [self.query, self.button, self.top_k]
+        if self.category is not None:
+            self.category.observe(self._changed, names="value")
+            controls.append(self.category)
+        super().__init__([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.output, self.results])
+
+    @property
+    def message(self) -> str:
+        """The text shown in the output area ("" when empty)."""
+        return "".join(o.get("data", {}).get("text/plain", o.get("text", "")) for o in self.output.outputs)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        style = "color:#b00020" if error else "color:#555"
+        self.output.outputs = (
+            {
+                "output_type": "display_data",
+                "data": {"text/plain": text, "text/html": f'<div style="{style}">{html.escape(text)}</div>'},
+                "metadata": {},
+            },
+        )
+
+    def _filter(self) -> str | None:
+        return (self.category.value or None) if self.category is not None else None
+
+    def _changed(self, change: dict) -> None:
+        if self._repeat is not None:
+            self._repeat()
+
+    def search(self) -> list[Hit]:
+        """Search for the text in `query` and show the hits (or a message saying what is wrong)."""
+        text = self.query.value
+
+        def run() -> None:
+            query = self.engine.prepare_query(text)  # raises ValueError for an empty query
+            hits = self.engine.search(query, self.top_k.value, self._filter())
+            self._show(hits, f"“{query.text}”", query.notice)
+            self._repeat = run
+
+        self._guard(run)
+        return self.hits
+
+    def more_like_this(self, hit: Hit) -> list[Hit]:
+        """Search with `hit`'s image instead of text (image -> image) and show the hits."""
+
+        def run() -> None:
+            hits = self.engine.search_image(hit.path, self.top_k.value, self._filter())
+            self._show(hits, f"images like “{hit.caption or hit.label}”")
+            self._repeat = run
+
+        self._guard(run)
+        return self.hits
+
+    def _guard(self, run: Callable[[], None]) -> None:
+        """Run a search; any failure becomes a message in the output area, never a traceback."""
+        self.button.disabled = True
+        try:
+            run()
+        except Exception as err:
+            if isinstance(err, EngineClosedError):  # e.g. after "Run All": the last cell closes the engine
+                text = (
+                    "the search engine was closed (engine.close(), the notebook's last cell): run the cell that "
+                    "opens it (engine = SearchEngine.open(...)) again, then this search box's cell"
+                )
+            elif isinstance(err, ImageError):
+                text = f"cannot read that image: {err}"
+            elif isinstance(err, ValueError):  # what the user can fix: an empty or huge query
+                text = str(err)
+            else:  # a widget callback's traceback would go to a log nobody reads
+                text = f"the search failed: {(str(err).strip() or type(err).__name__).splitlines()[0]}"
+            self._repeat = None
+            self._say(text, error=True)
+            self._set_hits([])
+        finally:
+            self.button.disabled = False
+
+    def _show(self, hits: list[Hit], what: str, notice: str | None = None) -> None:
+        where = f" in {self._filter()}" if self._filter() else ""
+        if hits:
+            self._say(f"top {len(hits)} for {what}{where}" + (f"; {notice}" if notice else ""))
+        else:
+            self._say(f"nothing found for {what}{where}: is anything indexed? (engine.info())", error=True)
+        self._set_hits(hits)
+
+    def _set_hits(self, hits: list[Hit]) -> None:
+        self.hits = list(hits)
+        self.more_buttons = [widgets.Button(description="more like this", icon="images") for _ in self.hits]
+        cards = []
+        for rank, (hit, more) in enumerate(zip(self.hits, self.more_buttons), start=1):
+            more.on_click(lambda _, hit=hit: self.more_like_this(hit))
+            more.layout.width = f"{self.size + 24}px"
+            caption = widgets.HTML(
+                f"<b>{rank}.</b> {hit.score:.3f}<br>{html.escape(hit.caption or '(no caption)')}"
+                f"<br><small>{html.escape(hit.label)}</small>",
+                layout=widgets.Layout(width=f"{self.size + 24}px"),
+            )
+            picture = widgets.Image(value=thumbnail(self.engine, hit), format="jpeg", width=self.size, height=self.size)
+            picture.layout.object_fit = "contain"
+            cards.append(widgets.VBox([picture, caption, more]))
+        old, self.results.children = self.results.children, cards
+        for card in old:  # release the replaced widgets in the kernel and the browser
+            for part in card.children:
+                part.close()
+            card.close()
+
+
+def search_box(
+    engine: SearchEngine, top_k: int | None = None, max_top_k: int = 20, columns: int = 5, size: int = 128
+) -> SearchBox:
+    """An interactive text-to-image search box over `engine` (notebook 01).
+
+    Args:
+        engine: an open `SearchEngine` with images indexed.
+        top_k: results shown at first (the slider changes it); `engine.config.top_k` if None.
+        max_top_k: the slider's maximum.
+        columns: result cards per row.
+        size: thumbnail size in pixels (longer side).
+
+    Returns:
+        The `SearchBox` widget; display it by making it a cell's last line.
+
+    Example:
+        >>> box = search_box(engine, top_k=8)
+        >>> box.query.value = "a fire truck"
+        >>> box.more_buttons[0].click()          # images like the first hit
+    """
+    return SearchBox(engine, top_k=top_k, max_top_k=max_top_k, columns=columns, size=size)

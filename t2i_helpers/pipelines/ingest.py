@@ -1,0 +1,163 @@
+"""The ingest pipeline, built from the local Towhee operators, and the incremental run around it (notebook 01).
+
+    ingest:  rows -> skip files whose size and mtime are stored -> window of N
+             -> read, hash, skip stored, decode (threads) -> embed images -> insert into Milvus
+
+Example:
+    >>> report = ingest(load_bundled(), encoder, store)
+    >>> report.added
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.images import Thumbnails
+from ..models.encoders import Encoder
+from ..store.image_store import ImageStore
+from .operators import IngestReport, Shared, ops, pipe, run_pipeline  # importing operators registers them with Towhee
+
+IMAGES_IN_FLIGHT = 128  # read ahead of the inserts at most (in whole batches, at least 2): bounds memory
+
+
+def ingest_pipeline(
+    encoder: Encoder,
+    store: ImageStore,
+    report: IngestReport,
+    batch_size: int = Config.batch_size,
+    workers: int = Config.decode_workers,
+    thumbnails: Thumbnails | None = None,
+):
+    """A Towhee pipeline that takes a list of rows (dicts with path, label, caption, size, mtime_ns) and
+    indexes them.
+
+    Files are read, hashed and decoded by `workers` threads (JPEGs at the scale the encoder reads, its
+    `image_size`), embedded `batch_size` at a time and inserted per batch. Bad files, already stored images
+    and duplicates are counted in `report`, never raised.
+    """
+    load = ops.t2i.image_load(
+        store=Shared(store),
+        report=Shared(report),
+        workers=workers,
+        min_side=getattr(encoder, "image_size", None),
+        thumbnails=thumbnails,
+    )
+    encoder, store, report = Shared(encoder), Shared(store), Shared(report)
+    return (
+        pipe.input("rows")
+        .flat_map("rows", "row", lambda rows: rows)
+        .window("row", "batch", batch_size, batch_size, lambda rows: list(rows))
+        .map("batch", "items", load)
+        .map("items", "embeddings", ops.t2i.image_embedding(encoder=encoder, report=report))
+        .map(("items", "embeddings", "batch"), "inserted", ops.t2i.milvus_insert(store=store, report=report))
+        .output("inserted")
+    )
+
+
+def ingest(
+    rows: pd.DataFrame,
+    encoder: Encoder,
+    store: ImageStore,
+    batch_size: int = Config.batch_size,
+    workers: int = Config.decode_workers,
+    progress: bool = True,
+    sync_root: str | Path | None = None,
+    verify: bool = False,
+    thumbnails: Thumbnails | None = None,
+) -> IngestReport:
+    """Index a dataset (columns path, label, caption) through the ingest pipeline, then flush.
+
+    Incremental and resumable: a file whose path, size and modification time match its stored row is
+    unchanged without being opened; other files are hashed, so stored images are not embedded again, a
+    changed file replaces its old row, and a run killed part way is completed by running it again.
+
+    Args:
+        sync_root: if given, first remove stored rows under this folder whose path is not in `rows`
+            (files deleted since the last run).
+        verify: read and hash every file, even those whose size and modification time are stored.
+        thumbnails: where to write each new image's thumbnail; None writes none.
+
+    Returns:
+        The report: added, unchanged, updated, removed and skipped (with reasons), and the time it took.
+    """
+    started = time.perf_counter()
+    report = IngestReport(max_in_flight=max(2, IMAGES_IN_FLIGHT // batch_size))
+    records, todo = list_files(rows, store, report, sync_root, verify)
+    try:
+        if todo:
+            unchanged = len(records) - len(todo)
+            with tqdm(total=len(records), initial=unchanged, unit="img", desc="ingest", disable=not progress) as bar:
+                report.progress = bar
+                run_pipeline(ingest_pipeline(encoder, store, report, batch_size, workers, thumbnails), todo).to_list()
+    except Exception as err:
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[-1]  # Towhee wraps the node's traceback
+        raise IngestError(
+            f"ingest stopped after storing {report.added} new images: {cause}. Fix the cause and run it again: "
+            "images already stored are not embedded again.",
+            report,
+        ) from err
+    finally:
+        report.progress = None
+        store.flush()  # also after a failure: what was inserted is counted and searchable
+        report.finish(started, len(records))
+    return report
+
+
+def list_files(
+    rows: pd.DataFrame, store: ImageStore, report: IngestReport, sync_root: str | Path | None, verify: bool
+) -> tuple[list[dict], list[dict]]:
+    """Every file of a dataset with its size and mtime, and those to read: the start of every ingest.
+
+    With `sync_root`, stored rows under that folder whose file is not listed are removed first; unless
+    `verify`, files stored with the same size and modification time are counted unchanged and not read.
+
+    Returns:
+        (all the records, the records to read); `report` counts what was removed and unchanged.
+    """
+    records = [{**row, **file_state(row["path"])} for row in rows[["path", "label", "caption"]].to_dict("records")]
+    if sync_root is not None:
+        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
+    return records, records if verify else skip_unchanged(records, store, report)
+
+
+def file_state(path: str) -> dict[str, int]:
+    """A file's size and modification time (ns) as stored beside its row; -1 for a file that cannot be seen."""
+    try:
+        stat = os.stat(path)
+    except OSError:  # reading it will say why
+        return {"size": -1, "mtime_ns": -1}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def skip_unchanged(records: list[dict], store: ImageStore, report: IngestReport) -> list[dict]:
+    """The records whose file is not stored with the same size and modification time; counts the others."""
+    known = store.file_states(r["path"] for r in records)
+    todo = [
+        r
+        for r in records
+        if r["size"] < 0 or (k := known.get(r["path"])) is None or (k.size, k.mtime_ns) != (r["size"], r["mtime_ns"])
+    ]
+    report.add(unchanged=len(records) - len(todo))
+    return todo
+
+
+class IngestError(RuntimeError):
+    """An ingest stopped part way; `report` says what it had done."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def remove_missing(store: ImageStore, present: set[str], root: str | Path) -> int:
+    """Delete stored rows under folder `root` whose path is not in `present`; returns how many."""
+    prefix = str(Path(root).expanduser().resolve()) + os.sep
+    stale = [i for i, path in store.paths().items() if path.startswith(prefix) and path not in present]
+    store.delete(stale)
+    return len(stale)

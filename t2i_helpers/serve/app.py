@@ -1,0 +1,194 @@
+"""The web app: a Gradio page for text -> image and image -> image search (taught in notebook 04).
+
+A query box, a top-k slider, a category filter and a gallery of results with rank, score and caption;
+upload a picture (or click a result) to see "more like this"; the index stats are shown on top. The app
+makes no outbound connection: analytics and the version check are off, the default theme uses local
+fonts, and it is mounted on our own FastAPI/uvicorn server (no `launch()`, so no share tunnel either).
+
+Example:
+    >>> demo = create_app(engine)                       # a gr.Blocks
+    >>> app = mount_app(FastAPI(), engine)              # the page at /ui, served by uvicorn
+    $ t2i serve --ui                                    # the same from the shell: http://127.0.0.1:7860/ui/
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import gradio as gr
+from fastapi import FastAPI
+from PIL import Image
+from pymilvus.exceptions import MilvusException
+
+from ..data.images import ImageError, ImageLike
+from ..engine import SearchEngine
+from ..explore.widgets import thumbnail
+from ..store.image_store import Hit, StoreError
+from .auth import SIGN_IN_MESSAGE, sign_in
+
+ALL_CATEGORIES = "all categories"
+UI_PATH = "/ui"
+
+
+def stats_markdown(engine: SearchEngine) -> str:
+    """One line about the index: how many images, which encoder, which collection, where."""
+    info = engine.info()
+    return (
+        f"**{info['count']:,} images** in collection `{info['collection']}` · encoder `{info['encoder']}` "
+        f"({info['dim']}-d, {info['index_type']} index, {info['metric']}) · Milvus `{info['uri']}`"
+    )
+
+
+def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
+    """Cached thumbnails with captions "rank. score · caption (label)" for a `gr.Gallery`."""
+    return [
+        (Image.open(io.BytesIO(thumbnail(engine, hit))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
+        for rank, hit in enumerate(hits, start=1)
+    ]
+
+
+def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
+    """A Gradio search page over `engine` (notebook 04); results show the engine's cached thumbnails.
+
+    Args:
+        engine: an open `SearchEngine`; it is shared with any other handler in the process.
+        max_top_k: the slider's maximum.
+
+    Returns:
+        The `gr.Blocks`; serve it with `mount_app` (or `t2i serve --ui`).
+
+    Example:
+        >>> demo = create_app(engine, max_top_k=12)
+    """
+    top_k = min(engine.config.top_k, max_top_k)
+
+    def filter_of(category: str | None) -> str | None:
+        return None if category in (None, "", ALL_CATEGORIES) else category
+
+    def show(hits: list[Hit], what: str, category: str | None, notice: str | None = None):
+        where = f" in *{category}*" if filter_of(category) else ""
+        if not hits:
+            return [], f"Nothing found for {what}{where}: is anything indexed?", []
+        note = f" ({notice})" if notice else ""
+        return gallery_items(engine, hits), f"Top {len(hits)} for {what}{where}{note}", hits
+
+    def refused(message: str):
+        return [], f"⚠️ {message}", []
+
+    def answering(handler):
+        """A handler whose store failures show as the status line, not as Gradio's bare "Error" toast."""
+
+        @functools.wraps(handler)
+        def run(*args):
+            try:
+                return handler(*args)
+            except (StoreError, MilvusException) as err:
+                return refused(f"the search failed: {err}")
+
+        return run
+
+    @answering
+    def by_text(text: str, k: float, category: str | None):
+        try:
+            query = engine.prepare_query(text)
+        except ValueError as err:  # empty or over-long: say what to change
+            return refused(str(err))
+        hits = engine.search(query, int(k), filter_of(category))
+        return show(hits, f"“{query.text}”", category, query.notice)
+
+    @answering
+    def by_image(image: ImageLike | None, k: float, category: str | None):
+        if image is None:
+            return refused("upload a picture first")
+        try:
+            hits = engine.search_image(image, int(k), filter_of(category))
+        except (ImageError, ValueError) as err:
+            return refused(f"cannot read that picture: {err}")
+        return show(hits, "the uploaded picture", category)
+
+    @answering
+    def more_like(shown: list[Hit], k: float, category: str | None, event: gr.SelectData):
+        hit = shown[event.index]
+        try:
+            hits = engine.search_image(hit.path, int(k), filter_of(category))
+        except ImageError as err:  # the file was removed after it was indexed
+            return refused(f"cannot read {hit.path}: {err}")
+        return show(hits, f"pictures like “{hit.caption or hit.label}”", category)
+
+    def refresh():
+        choices = [ALL_CATEGORIES, *engine.store.categories()]
+        return stats_markdown(engine), gr.Dropdown(choices=choices, value=ALL_CATEGORIES)
+
+    with gr.Blocks(title="t2i · text-to-image search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# Text-to-image search\nDescribe a picture, or upload one to find more like it.")
+        stats = gr.Markdown(elem_id="stats")
+        with gr.Row(equal_height=True):
+            query = gr.Textbox(
+                label="Query", placeholder="describe the picture, e.g. a fire truck", scale=4, elem_id="query"
+            )
+            search = gr.Button("Search", variant="primary", scale=0, min_width=140, elem_id="search")
+        with gr.Row():
+            k = gr.Slider(1, max_top_k, value=top_k, step=1, label="top k", elem_id="top-k")
+            category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Category", elem_id="category")
+        with gr.Accordion("More like this: search with a picture", open=False):
+            upload = gr.Image(
+                label="Picture",
+                type="pil",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                height=220,
+                elem_id="picture",
+            )
+            by_picture = gr.Button("Find similar pictures", elem_id="search-image")
+        status = gr.Markdown(elem_id="status")
+        gallery = gr.Gallery(
+            label="Results (click one for more like it)",
+            columns=6,
+            height="auto",
+            object_fit="contain",
+            allow_preview=False,
+            elem_id="results",
+        )
+        shown = gr.State([])
+        outputs = [gallery, status, shown]
+        gr.on([query.submit, search.click], by_text, [query, k, category], outputs)
+        gr.on([upload.upload, by_picture.click], by_image, [upload, k, category], outputs)
+        gallery.select(more_like, [shown, k, category], outputs)
+        demo.load(refresh, None, [stats, category])  # every page load: the index may have grown
+    return demo
+
+
+def mount_app(
+    app: FastAPI,
+    engine: SearchEngine,
+    path: str = UI_PATH,
+    max_upload_bytes: int = 10 << 20,
+    api_key: str | None = None,
+) -> FastAPI:
+    """Mount the search page on a FastAPI app at `path` (the same server as the REST API).
+
+    Args:
+        app: the FastAPI application (e.g. from `t2i_helpers.serve.api.create_api`).
+        engine: the open `SearchEngine` to search.
+        path: where the page lives.
+        max_upload_bytes: the largest picture the page accepts.
+        api_key: if given, the page first asks for it (Gradio's sign-in form: any user name, the key as
+            password) and every route of the page needs the session it opens (see `auth.py`).
+
+    Returns:
+        `app`, with the page mounted.
+
+    Example:
+        >>> app = mount_app(create_api(engine), engine)     # API at /, page at /ui
+    """
+    return gr.mount_gradio_app(
+        app,
+        create_app(engine),
+        path=path,
+        footer_links=[],
+        max_file_size=max_upload_bytes,
+        ssr_mode=False,
+        auth=sign_in(api_key) if api_key else None,
+        auth_message=SIGN_IN_MESSAGE if api_key else None,
+    )

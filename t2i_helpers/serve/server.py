@@ -1,0 +1,228 @@
+"""Running the service: `t2i serve`, a background server for notebooks and tests, load measurement (notebook 04).
+
+`t2i serve` opens one `SearchEngine` and serves the REST API (`api.create_api`) and the web app (`app.mount_app`)
+on one uvicorn server; `BackgroundServer` does the same on a thread, and `measure_search_latency` sends it
+concurrent searches and reports p50/p95 and throughput.
+
+One process holds one engine: milvus-lite allows one process per file, and the model is loaded once.
+Concurrent searches are safe without a lock (measured: 400 searches from 8 threads and 3,000 text encodings
+from 16 threads gave the same results as one by one, no errors); writes (`POST /index`, `DELETE`) take a
+lock, so two uploads never race. Scale out with a Milvus server (`--uri http://host:19530`) and several
+processes behind a load balancer.
+
+Example:
+    $ t2i serve --api --ui                 # http://127.0.0.1:8000/docs, the web app at /ui
+    >>> with BackgroundServer(create_api(engine)) as server:
+    ...     measure_search_latency(server.url, ["a dog", "a boat"], total=50).summary()
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from ..config import Config
+from ..engine import NoIndexError, SearchEngine
+from .api import create_api
+from .auth import API_KEY_HEADER, check_api_key, is_loopback
+
+
+class BackgroundServer:
+    """A uvicorn server on a daemon thread, for notebooks and tests (`t2i serve` runs in the foreground).
+
+    Args:
+        app: the ASGI app, e.g. `create_api(engine)`.
+        host: the interface; 127.0.0.1 keeps it on this machine.
+        port: 0 picks a free port; `url` says which once `start()` returns.
+
+    Example:
+        >>> with BackgroundServer(create_api(engine)) as server:
+        ...     httpx.get(server.url + "/health").json()
+        {'status': 'ok'}
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="t2i-server", daemon=True)
+        self.url = ""  # the base URL, e.g. http://127.0.0.1:40123, once started
+
+    def start(self, timeout: float = 60.0) -> BackgroundServer:
+        """Start serving; returns when the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server stopped while starting: is the port taken? (see the log above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish open requests and stop."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Client-side latencies of a batch of search requests."""
+
+    latencies_ms: list[float]
+    errors: list[str]
+    wall_s: float
+    workers: int
+
+    def percentile(self, q: float) -> float:
+        """The `q`-th percentile latency in milliseconds."""
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> str:
+        """One line, e.g. `200 searches, 8 workers: p50 41 ms, p95 80 ms, 180/s, 0 errors`."""
+        return (
+            f"{len(self.latencies_ms)} searches, {self.workers} workers: p50 {self.percentile(50):.0f} ms, "
+            f"p95 {self.percentile(95):.0f} ms, {len(self.latencies_ms) / self.wall_s:.0f}/s, {len(self.errors)} errors"
+        )
+
+
+def measure_search_latency(
+    base_url: str, queries: list[str], total: int = 200, workers: int = 8, top_k: int = 5
+) -> LatencyReport:
+    """Send `total` `GET /search` requests from `workers` threads, cycling through `queries`; time each one.
+
+    A request counts as an error unless it returns 200 with `top_k` hits (the index must hold that many).
+
+    Example:
+        >>> measure_search_latency(server.url, ["a dog", "a boat"], total=50).summary()
+    """
+    local = threading.local()
+    latencies, errors = [], []
+
+    def one(i: int) -> None:
+        client = getattr(local, "client", None) or httpx.Client(base_url=base_url, timeout=60)
+        local.client = client
+        start = time.perf_counter()
+        try:
+            response = client.get("/search", params={"q": queries[i % len(queries)], "k": top_k})
+            ok = response.status_code == 200 and len(response.json()) == top_k
+            problem = None if ok else f"{response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as err:
+            problem = f"{type(err).__name__}: {err}"
+        (errors if problem else latencies).append(problem or 1000 * (time.perf_counter() - start))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers, thread_name_prefix="t2i-load") as pool:
+        list(pool.map(one, range(total)))
+    return LatencyReport(latencies, errors, time.perf_counter() - start, workers)
+
+
+def serve_app(
+    engine: SearchEngine,
+    api: bool = True,
+    ui: bool = True,
+    upload_dir: str | Path | None = None,
+    max_upload_bytes: int = 10 << 20,
+    api_key: str | None = None,
+) -> FastAPI:
+    """What `t2i serve` serves: the REST API (`api`), the web app at /ui (`ui`), or both, over one engine.
+
+    Args:
+        engine: the open `SearchEngine`, shared by the API and the web app.
+        api: the REST API, with its docs at /docs; without it, / leads to the web app.
+        ui: the Gradio web app at /ui.
+        upload_dir: where `POST /index` saves pictures.
+        max_upload_bytes: the largest picture accepted, per file.
+        api_key: if given, needed on every API route but /health and to sign in to the web app.
+
+    Returns:
+        The FastAPI app, for uvicorn or `BackgroundServer`.
+    """
+    if api:
+        app = create_api(engine, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes, api_key=api_key)
+    else:
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    if ui:
+        from .app import UI_PATH, mount_app  # Gradio is heavy: imported only when the web app is served
+
+        mount_app(app, engine, max_upload_bytes=max_upload_bytes, api_key=api_key)
+        if not api:
+            app.add_api_route("/", lambda: RedirectResponse(f"{UI_PATH}/"), include_in_schema=False)
+    return app
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `t2i serve` to the `t2i` parser; returns it, for the store options (--uri, --token, ...)."""
+    serve = subparsers.add_parser("serve", help="serve search over HTTP: the REST API (--api), the web app (--ui)")
+    serve.add_argument("--api", action="store_true", help="the REST API (docs at /docs); with neither flag: both")
+    serve.add_argument("--ui", action="store_true", help="the web app (Gradio), at /ui")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port (default 8000, or 7860 for --ui alone)")
+    serve.add_argument("--upload-dir", help="where POST /index saves pictures (default: DATA_DIR/uploads)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest picture accepted (default 10)")
+    serve.add_argument(
+        "--api-key",
+        help="needed in the X-API-Key header on every route but /health, and to sign in to the web app "
+        "(default: $T2I_API_KEY; the variable keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="serve a non-loopback --host without an API key (anyone can write)"
+    )
+    return serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Open the engine once and serve until Ctrl+C; returns the exit status."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the app also passes analytics_enabled=False
+    api, ui = (args.api, args.ui) if args.api or args.ui else (True, True)
+    max_upload_bytes = int(args.max_upload_mb * (1 << 20))
+    api_key = check_api_key(key) if (key := args.api_key or os.environ.get("T2I_API_KEY")) else None
+    if not (api_key or args.insecure or is_loopback(args.host)):
+        raise ValueError(
+            f"refusing to serve {args.host} without an API key: other machines could search, add and delete "
+            "pictures; pass --api-key (or set T2I_API_KEY), or --insecure to serve it open"
+        )
+    config = Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder)
+    try:  # a collection that exists is searched with the encoder it was built with
+        engine = SearchEngine.open_index(config, encoder=args.encoder)
+    except NoIndexError:
+        if not api:  # the web app alone cannot add pictures: say how to make an index
+            raise
+        engine = SearchEngine.open(config)  # a new, empty collection, for POST /index to fill
+    try:
+        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes, api_key)
+        port = args.port if args.port is not None else 8000 if api else 7860
+        parts = [f"API http://{args.host}:{port}/docs"] if api else []
+        if ui:
+            from .app import UI_PATH
+
+            parts.append(f"web app http://{args.host}:{port}{UI_PATH}/")
+        print(f"t2i: serving {engine.info()['count']:,} images: {', '.join(parts)} (Ctrl+C stops)", file=sys.stderr)
+        if api_key:
+            print(f"t2i: the API key is needed ({API_KEY_HEADER} header; the web app's sign-in)", file=sys.stderr)
+        elif not is_loopback(args.host):
+            print("t2i: warning: reachable from other machines, with no API key (--insecure)", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=port, log_level="info")
+    finally:
+        engine.close()
+    return 0

@@ -1,0 +1,335 @@
+"""The Milvus store: one collection of image rows, on milvus-lite or a Milvus server (notebooks 01, 04).
+
+The same code serves an embedded milvus-lite file (`data/t2i.db`) and a Milvus server, cluster or managed
+Milvus (`http://host:19530` plus a token). The collection records which encoder made its vectors, and the
+store refuses to mix encoders. Existing data is never dropped unless `reset=True`. Each row keeps its file's
+size and modification time, so a re-index skips unchanged files without opening them; a collection of an
+older schema is migrated in place when it is opened, through a backup collection, so no row is ever lost.
+Where the deployment supports it (milvus-lite, Milvus >= 2.5), each row also keeps the words of its path as a
+BM25 keyword field beside the vector, for keyword and hybrid search (`keywords.py`, `hybrid.py`, notebook 05).
+
+Example:
+    >>> store = ImageStore.open(Config(), encoder)          # creates or checks the collection
+    >>> store.search(encoder.encode_texts(["a red kangaroo"]), top_k=3)[0][0].caption
+    'A red kangaroo.'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from ..config import Config
+from ..models.encoders import Encoder
+from .collection import (
+    FILE_FIELDS,
+    META_PREFIX,
+    SCHEMA_VERSION,
+    TEXT_FIELDS,
+    CollectionLayout,
+    StoreError,
+    clip_text,
+)
+
+MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
+QUERY_WINDOW = 16384  # and on a query's `limit`
+# rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
+# (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
+VECTOR_WINDOW = 256
+# pymilvus pings every 10 s, idle or not; milvus-lite's gRPC server allows a ping without data once in 5 minutes
+# and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
+# failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
+OUTPUT_FIELDS = list(TEXT_FIELDS)
+
+
+class Hit(NamedTuple):
+    """One search result."""
+
+    id: int
+    score: float
+    path: str
+    label: str
+    caption: str
+
+
+class FileState(NamedTuple):
+    """What the store knows of one file: its row's id (content hash), size and modification time."""
+
+    id: int
+    size: int
+    mtime_ns: int
+
+
+def quote(text: str) -> str:
+    """A Milvus expression string literal (json.dumps would write non-ASCII as \\uXXXX, which Milvus refuses)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def label_filter(category: str | None) -> str:
+    """A Milvus boolean expression selecting one category, or "" for all."""
+    if not category:
+        return ""
+    return "label == " + quote(category)
+
+
+def read_meta(config: Config) -> dict | None:
+    """What a t2i collection records about itself (encoder, dim, schema version), or None if there is none.
+
+    Creates nothing: a milvus-lite file that does not exist is not made, and no collection is created.
+
+    Raises:
+        StoreError: the collection was not made by t2i, or the store cannot be opened.
+    """
+    if config.is_lite and not Path(config.uri).expanduser().exists():
+        return None
+    client = ImageStore._connect(config)
+    try:
+        if not client.has_collection(config.collection):
+            return None
+        description = client.describe_collection(config.collection).get("description", "")
+    finally:
+        client.close()
+    if not description.startswith(META_PREFIX):
+        raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
+    return json.loads(description[len(META_PREFIX) :])
+
+
+class ImageStore(CollectionLayout):
+    """A Milvus collection of images: id (content hash), path, label, caption and embedding.
+
+    Use `ImageStore.open(config, encoder)`; the constructor arguments are the same, spelled out.
+    """
+
+    def __init__(
+        self, config: Config, encoder_name: str, dim: int, reset: bool = False, encoder_spec: str | None = None
+    ) -> None:
+        self.config, self.collection = config, config.collection
+        self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
+        if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
+            self.meta["encoder_spec"] = encoder_spec
+        self.client = self._connect(config)
+        self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
+        try:
+            if reset:
+                for name in (self.collection, self._backup):
+                    if self.client.has_collection(name):
+                        self.client.drop_collection(name)
+            if self.client.has_collection(self._backup):  # a migration was cut off: finish it
+                self._check_meta(self._backup, SCHEMA_VERSION)
+                self._migrate()
+            elif self.client.has_collection(self.collection):
+                version = self._check_meta(self.collection, SCHEMA_VERSION, 1)
+                self.client.load_collection(self.collection)  # a reopened collection starts released
+                if version == 1:
+                    self._migrate()
+            else:
+                self._create(self.collection)
+        except Exception:
+            self.close()  # a refused store must not keep the file locked
+            raise
+
+    @classmethod
+    def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
+        """Open (or create) the collection for `encoder`; refuse one built with another encoder.
+
+        A new collection records `config.encoder` too when it differs from the encoder's name, so that a search
+        can load the same encoder again (`SearchEngine.open_index`).
+        """
+        return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
+
+    @staticmethod
+    def _connect(config: Config) -> MilvusClient:
+        if config.is_lite:
+            path = Path(config.uri).expanduser()
+            if path.is_dir():  # milvus-lite 3 kept a folder under this name; 2.5 keeps one file
+                raise StoreError(
+                    f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
+                    "and index again, or pass another file with --uri"
+                )
+            if not re.fullmatch(f"[{LITE_NAME_CHARS}]+", path.name):
+                fixed = re.sub(f"[^{LITE_NAME_CHARS}]", "_", path.name)
+                raise StoreError(
+                    f"milvus-lite cannot use the file name {path.name!r}: use only letters, digits, '.', '-' and "
+                    f"'_' in it (e.g. {fixed!r}); the folder may be named freely"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return milvus_client(config)
+        except MilvusException as err:
+            if config.is_lite:
+                raise StoreError(
+                    f"cannot open the milvus-lite file {config.uri}: another process probably has it open "
+                    "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
+                    "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
+                ) from err
+            raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
+
+    def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
+        """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
+        if len(rows) != len(embeddings):
+            raise ValueError(f"{len(rows)} rows but {len(embeddings)} embeddings")
+        if len(rows) == 0:
+            return 0
+        data = [
+            {
+                "id": int(row["id"]),
+                **{k: clip_text(str(row.get(k) or ""), n) for k, n in TEXT_FIELDS.items()},
+                **{k: int(row.get(k, -1)) for k in FILE_FIELDS},
+                "embedding": vector.tolist(),
+            }
+            for row, vector in zip(rows, np.asarray(embeddings, np.float32))
+        ]
+        return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
+
+    def flush(self) -> None:
+        """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
+        self.client.flush(self.collection)
+
+    def existing_ids(self, ids: Iterable[int]) -> set[int]:
+        """Which of `ids` are already stored."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return set()
+        rows = self.client.query(self.collection, filter=f"id in {ids}", output_fields=["id"])
+        return {int(r["id"]) for r in rows}
+
+    def file_states(self, paths: Iterable[str], chunk: int = 512) -> dict[str, FileState]:
+        """What is stored for each of `paths` that is stored: id, size and modification time."""
+        paths, found = list(paths), {}
+        for lo in range(0, len(paths), chunk):
+            listed = ", ".join(quote(p) for p in paths[lo : lo + chunk])
+            rows = self.client.query(
+                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *FILE_FIELDS]
+            )
+            found.update({r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"])) for r in rows})
+        return found
+
+    def set_files(self, rows: Sequence[dict]) -> None:
+        """Point stored rows (by `id`) at a file's `path`, `size` and `mtime_ns` again, keeping vector and text.
+
+        For a file whose bytes are indexed already but whose size or time changed (touched or copied back), or
+        that moved from a path that is gone, so that the next index skips it without opening it.
+        """
+        changes = {int(r["id"]): r for r in rows}
+        if not changes:
+            return
+        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *TEXT_FIELDS, "embedding"])
+        updated = []
+        for row in map(dict, stored):
+            change = changes[int(row["id"])]
+            path = clip_text(str(change["path"]), TEXT_FIELDS["path"])
+            updated.append({**row, "path": path, **{k: int(change[k]) for k in FILE_FIELDS}})
+        if updated:
+            self.client.upsert(self.collection, self._with_keywords(updated))
+
+    def scan(
+        self,
+        fields: list[str],
+        low: int = 0,
+        high: int = (1 << 63) - 1,
+        collection: str | None = None,
+    ) -> list[dict]:
+        """Every row with ids in [low, high] and the given fields, however many there are.
+
+        Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves; the
+        window is small when vectors come back (`VECTOR_WINDOW`). (milvus-lite lacks the timestamp call that
+        pymilvus's query_iterator asks for.)
+        """
+        name = collection or self.collection
+        window = VECTOR_WINDOW if "embedding" in fields else QUERY_WINDOW
+        # list(): pymilvus fills vectors in lazily on item access, and `+` of two results would copy unfilled rows
+        rows = list(self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window))
+        if len(rows) < window or low == high:
+            return rows
+        middle = (low + high) // 2
+        return self.scan(fields, low, middle, name) + self.scan(fields, middle + 1, high, name)
+
+    def paths(self) -> dict[int, str]:
+        """Every stored id with its path."""
+        return {int(r["id"]): r["path"] for r in self.scan(["path"])}
+
+    def get(self, ids: Iterable[int]) -> list[dict]:
+        """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns; missing ids are
+        left out."""
+        ids = [int(i) for i in ids]
+        fields = ["id", *TEXT_FIELDS, *FILE_FIELDS]
+        return list(self.client.get(self.collection, ids=ids, output_fields=fields)) if ids else []
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Delete rows by id (missing ids are ignored)."""
+        ids = [int(i) for i in ids]
+        if ids:
+            self.client.delete(self.collection, ids=ids)
+
+    def count(self) -> int:
+        """Number of rows, exact (Strong consistency)."""
+        return self._count(self.collection)
+
+    def _count(self, name: str) -> int:
+        return int(self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def categories(self) -> list[str]:
+        """The distinct non-empty labels, sorted."""
+        return sorted({r["label"] for r in self.scan(["label"])} - {""})
+
+    def search(self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None) -> list[list[Hit]]:
+        """The `top_k` most similar images for each query embedding, best first, optionally in one category."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        queries = np.atleast_2d(np.asarray(embeddings, np.float32))
+        if queries.shape[1] != self.meta["dim"]:
+            raise ValueError(f"query vectors have dim {queries.shape[1]}, the collection {self.meta['dim']}")
+        results = self.client.search(
+            self.collection,
+            data=queries.tolist(),
+            anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
+            limit=top_k,
+            filter=label_filter(category),
+            output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
+            search_params={"metric_type": self.config.metric},
+        )
+        return to_hits(results)
+
+    def info(self) -> dict:
+        """Collection name, URI, encoder, dim, schema version, keywords (a BM25 field or not), index type, metric
+        and row count."""
+        return {
+            "collection": self.collection,
+            "uri": self.config.uri,
+            **self.meta,
+            "index_type": self.config.index_type,
+            "metric": self.config.metric,
+            "count": self.count(),
+        }
+
+    def close(self) -> None:
+        """Release the connection.
+
+        milvus-lite keeps its embedded server (and the file lock) for the life of the process, shared by every
+        client of that file in the process; another process can open the file once this one has exited.
+        """
+        self.client.close()
+
+
+def milvus_client(config: Config) -> MilvusClient:
+    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses."""
+    options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
+    return MilvusClient(uri=config.uri, token=config.token, **options)
+
+
+def to_hits(results) -> list[list[Hit]]:
+    """Milvus search results as `Hit` lists."""
+    return [
+        [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in OUTPUT_FIELDS}) for h in hits]
+        for hits in results
+    ]
