@@ -198,20 +198,22 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as err:
         raise ImageError("file not found (or a broken link)") from err
-    except IsADirectoryError as err:
-        raise ImageError("unreadable: it is a folder") from err
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror or err}") from err
-    with os.fdopen(fd, "rb") as file:
+    try:
         kind = os.fstat(fd).st_mode
         if stat.S_ISDIR(kind):
             raise ImageError("unreadable: it is a folder")
         if not stat.S_ISREG(kind):
             raise ImageError("not a regular file (a pipe, device or socket): only files are read")
-        try:
+        with os.fdopen(fd, "rb") as file:
+            fd = -1  # the file object owns it now
             data = file.read(max_bytes + 1)
-        except (OSError, MemoryError) as err:
-            raise ImageError(f"unreadable: {getattr(err, 'strerror', None) or type(err).__name__}") from err
+    except (OSError, MemoryError) as err:
+        raise ImageError(f"unreadable: {getattr(err, 'strerror', None) or type(err).__name__}") from err
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > max_bytes:
         raise ImageError(f"larger than the {max_bytes:,}-byte limit for one file")
     return data

@@ -261,7 +261,8 @@ def _image_routes(service: _Service) -> APIRouter:
         try:
             data = read_bytes(path)  # regular files only, bounded: never a pipe or /dev/zero put in its place
         except ImageError as err:
-            raise HTTPException(404, f"image {image_id}: its file is no longer the one indexed ({err})") from err
+            detail = f"image {image_id}: its file is gone from the server or unreadable ({err})"
+            raise HTTPException(404, detail) from err
         if content_id(data) != image_id:
             raise HTTPException(404, f"image {image_id}: its file changed after indexing; index it again")
         with Image.open(io.BytesIO(data)) as header:
