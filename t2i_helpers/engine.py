@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,11 @@ class SearchEngine:
         query = self.prepare_query(text).text
         embedding = self.encoder.encode_texts([query])
         return hybrid_search(self.store, embedding, [query], top_k or self.config.top_k, category, weights)[0]
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove images from the index, and their cached thumbnails with them (the files stay)."""
+        self.store.delete(ids)
+        self.thumbnails.remove(ids)
 
     def thumbnail(self, hit: Hit) -> Path:
         """The cached thumbnail of a hit (upright JPEG, longer side `config.thumbnail_size`), made on first use.

@@ -25,9 +25,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import default_data_dir
-from .images import read_image
+from .images import ImageError, read_bytes, read_image
 
 COLUMNS = ["id", "path", "label", "caption"]
+MAX_CAPTION_BYTES = 64 << 10  # a sidecar caption larger than this is not read
 # What a folder scan lists; HEIC/HEIF (iPhones) are read through pillow-heif, AVIF through Pillow.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 
@@ -62,12 +63,12 @@ def load_csv(path: str | Path) -> pd.DataFrame:
 
 
 def first_line(path: Path) -> str:
-    """The first line of a text file (a Tux Paint caption), or "" if there is none."""
+    """The first line of a text file (a Tux Paint caption), or "" if there is none (or no small regular file)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readline().strip()
-    except OSError:
+        text = read_bytes(path, MAX_CAPTION_BYTES).decode("utf-8", errors="replace")
+    except ImageError:  # missing, a pipe or device, or too large for a caption
         return ""
+    return (text.splitlines() or [""])[0].strip()
 
 
 def scan_folder(folder: str | Path) -> pd.DataFrame:
@@ -83,7 +84,8 @@ def scan_folder(folder: str | Path) -> pd.DataFrame:
     for i, p in enumerate(files):
         parts = p.relative_to(folder).parts
         rows.append((i, str(p), parts[0] if len(parts) > 1 else "", first_line(p.with_suffix(".txt"))))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    # Python strings, not Arrow's: a name that is not UTF-8 holds surrogates, which ingest reports as a skip
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object).astype({"id": "int64"})
 
 
 def load_source(source: str | Path) -> pd.DataFrame:

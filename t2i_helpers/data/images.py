@@ -4,7 +4,9 @@ Phone and camera libraries are 12-48 MP JPEGs and HEICs, many stored sideways wi
 A full 12 MP JPEG decode costs ~60 ms and the model reads 224-336 px, so JPEGs are decoded with the format's
 own DCT scaling (1/2, 1/4 or 1/8 of the size, in libjpeg) to the smallest scale that still covers what the
 encoder reads. Every image is turned upright from its EXIF orientation before it is embedded or shown.
-HEIC/HEIF (through pillow-heif) and AVIF (Pillow) are read too.
+HEIC/HEIF (through pillow-heif) and AVIF (Pillow) are read too. Reading is bounded for hostile files: regular
+files only, a size cap, the format checked before decoding, a pixel limit and a JPEG scan limit (README,
+"Security model").
 
 Example:
     >>> image_id, image = read_image("IMG_0001.HEIC", min_side=260)   # upright RGB uint8, short side >= 260
@@ -17,6 +19,8 @@ import functools
 import hashlib
 import io
 import os
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,14 @@ from PIL import Image, UnidentifiedImageError
 
 ImageLike = Image.Image | np.ndarray
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are skipped, never decoded
+MAX_FILE_BYTES = 256 << 20  # a larger file is refused unread (a 100 MP JPEG is ~40 MB, a 48 MP HEIC ~15 MB)
+# Formats decoded, by the name Pillow gives them; the size checked is the size Pillow decodes. Others (JPEG 2000,
+# PSD, ICO, ...) are refused before decoding: a JP2 may carry a header size its codestream does not keep.
+DECODED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
+# Progressive JPEG "scan bombs": every scan walks every block, so thousands of empty scans in a small file cost
+# seconds of CPU. Cameras write 1 scan, libjpeg's progressive mode 10; decoding work is bounded in both terms.
+MAX_JPEG_SCANS = 32
+MAX_SCAN_PIXELS = 1_000_000_000  # scans x pixels: e.g. 10 scans of 100 MP (measured ~4.6 ms per scan-megapixel)
 MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
 THUMBNAIL_SIZE = 384  # the longer side of a cached thumbnail
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
@@ -109,7 +121,7 @@ def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
-    """Decode image bytes to upright RGB uint8 (alpha on white), from any format Pillow or OpenCV reads.
+    """Decode image bytes to upright RGB uint8 (alpha on white), by Pillow, from the formats in `DECODED_FORMATS`.
 
     Args:
         data: the file's bytes.
@@ -118,7 +130,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
             smallest DCT scale that still covers it. None decodes at full size.
 
     Raises:
-        ImageError: empty, not an image, corrupt, or larger than `max_pixels`.
+        ImageError: empty, not an image, another format, corrupt, larger than `max_pixels`, or a JPEG with more
+            scans than a photo needs (`check_scans`).
     """
     if not data:
         raise ImageError("empty file")
@@ -128,28 +141,37 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
             width, height = pil.size
             if width * height > max_pixels:
                 raise ImageError(f"{width}x{height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)")
+            if pil.format not in DECODED_FORMATS:
+                raise ImageError(f"{pil.format} pictures are not read; convert it to JPEG, PNG or HEIC")
             orientation = pil.getexif().get(ORIENTATION_TAG, 1)
             if pil.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs of some cameras
+                check_scans(data, width * height)
                 scale = jpeg_scale(width, height, min_side)
                 if scale > 1:
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
-                return upright(_pil_pixels(pil), orientation)
+            return upright(_pil_pixels(pil), orientation)
     except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
         raise ImageError(f"{err} (decompression-bomb guard)") from err
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        if isinstance(err, ImageError):
+            raise
         if isinstance(err, UnidentifiedImageError) or "cannot identify" in str(err):
             raise ImageError("not an image file or unsupported format") from err
         raise ImageError(f"corrupt or truncated image ({err})") from err
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF orientation
-    if image is not None and image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    if image is None:  # e.g. HEIC, GIF, CMYK or odd palette files in some OpenCV builds
-        try:
-            with Image.open(io.BytesIO(data)) as pil:
-                return upright(_pil_pixels(pil), orientation)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ImageError(f"corrupt or truncated image ({err})") from err
-    return upright(to_rgb_array(image), orientation)
+
+
+def check_scans(data: bytes, pixels: int) -> None:
+    """Refuse a JPEG whose scans would cost more decoding than any photo needs (see `MAX_JPEG_SCANS`).
+
+    Raises:
+        ImageError: more than `MAX_JPEG_SCANS` scans, or scans x pixels over `MAX_SCAN_PIXELS`.
+    """
+    scans = data.count(b"\xff\xda")  # start-of-scan markers; 0xFF inside entropy-coded data is stuffed as FF 00
+    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_SCAN_PIXELS:
+        raise ImageError(
+            f"a JPEG with {scans} scans at {pixels:,} pixels is refused: it would take more decoding than a photo "
+            f"needs (at most {MAX_JPEG_SCANS} scans and {MAX_SCAN_PIXELS:,} scan-pixels)"
+        )
 
 
 def _pil_pixels(pil: Image.Image) -> np.ndarray:
@@ -166,16 +188,35 @@ def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """A file's bytes, with the reason as an `ImageError` when it cannot be read."""
+def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, at most `max_bytes`, with the reason as an `ImageError` when it cannot be read.
+
+    Only regular files are read: a FIFO would block forever and a link to /dev/zero would read until memory
+    runs out. The file is opened without blocking and checked on the open descriptor, so it cannot be swapped.
+    """
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as err:
         raise ImageError("file not found (or a broken link)") from err
-    except IsADirectoryError as err:
-        raise ImageError("unreadable: it is a folder") from err
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror or err}") from err
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise ImageError("unreadable: it is a folder")
+        if not stat.S_ISREG(kind):
+            raise ImageError("not a regular file (a pipe, device or socket): only files are read")
+        with os.fdopen(fd, "rb") as file:
+            fd = -1  # the file object owns it now
+            data = file.read(max_bytes + 1)
+    except (OSError, MemoryError) as err:
+        raise ImageError(f"unreadable: {getattr(err, 'strerror', None) or type(err).__name__}") from err
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"larger than the {max_bytes:,}-byte limit for one file")
+    return data
 
 
 def read_image(path: str | Path, max_side: int | None = None, min_side: int | None = None) -> tuple[int, np.ndarray]:
@@ -224,6 +265,12 @@ class Thumbnails:
             partial.write_bytes(encode_jpeg(shrink(image, self.size)))
             partial.replace(target)
         return target
+
+    def remove(self, image_ids: Iterable[int]) -> None:
+        """Delete the thumbnails of these images, at every size cached (an image removed leaves nothing behind)."""
+        for image_id in image_ids:
+            for path in Path(self.folder).glob(f"*/{image_id:016x}.jpg"):
+                path.unlink(missing_ok=True)
 
     def ensure(self, image_id: int, source: str | Path) -> Path:
         """The thumbnail of `image_id`, made from `source` if missing.

@@ -251,7 +251,7 @@ def ingest(
         )
     started = time.perf_counter()
     report = IngestReport()
-    records, todo = list_files(rows, store, report, sync_root, verify)
+    records, todo = list_files(rows, store, report, sync_root, verify, thumbnails)
     stored_before = store.count()
     try:
         if todo:

@@ -21,7 +21,14 @@ from ..config import Config
 from ..data.images import Thumbnails
 from ..models.encoders import Encoder
 from ..store.image_store import ImageStore
-from .operators import IngestReport, Shared, ops, pipe, run_pipeline  # importing operators registers them with Towhee
+from .operators import (  # importing operators registers them with Towhee
+    IngestReport,
+    Shared,
+    Skipped,
+    ops,
+    pipe,
+    run_pipeline,
+)
 
 IMAGES_IN_FLIGHT = 128  # read ahead of the inserts at most (in whole batches, at least 2): bounds memory
 
@@ -88,7 +95,7 @@ def ingest(
     """
     started = time.perf_counter()
     report = IngestReport(max_in_flight=max(2, IMAGES_IN_FLIGHT // batch_size))
-    records, todo = list_files(rows, store, report, sync_root, verify)
+    records, todo = list_files(rows, store, report, sync_root, verify, thumbnails)
     try:
         if todo:
             unchanged = len(records) - len(todo)
@@ -110,19 +117,36 @@ def ingest(
 
 
 def list_files(
-    rows: pd.DataFrame, store: ImageStore, report: IngestReport, sync_root: str | Path | None, verify: bool
+    rows: pd.DataFrame,
+    store: ImageStore,
+    report: IngestReport,
+    sync_root: str | Path | None,
+    verify: bool,
+    thumbnails: Thumbnails | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Every file of a dataset with its size and mtime, and those to read: the start of every ingest.
 
-    With `sync_root`, stored rows under that folder whose file is not listed are removed first; unless
+    With `sync_root`, stored rows under that folder whose file is not listed are removed first (and their
+    `thumbnails`); unless
     `verify`, files stored with the same size and modification time are counted unchanged and not read.
 
+    A file whose name is not valid UTF-8 (Milvus stores text as UTF-8) is a reported skip, never the end of the run.
+
     Returns:
-        (all the records, the records to read); `report` counts what was removed and unchanged.
+        (all the records, the records to read); `report` counts what was removed, unchanged and skipped.
     """
-    records = [{**row, **file_state(row["path"])} for row in rows[["path", "label", "caption"]].to_dict("records")]
+    records, misnamed = [], []
+    for row in rows[["path", "label", "caption"]].to_dict("records"):
+        try:
+            row["path"].encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in a name reach Python as lone surrogates
+            shown = row["path"].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            misnamed.append(Skipped(shown, "its name is not valid UTF-8, which Milvus cannot store: rename it"))
+            continue
+        records.append({**row, **file_state(row["path"])})
+    report.add(skipped=misnamed)
     if sync_root is not None:
-        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root)
+        report.removed = remove_missing(store, {r["path"] for r in records}, sync_root, thumbnails)
     return records, records if verify else skip_unchanged(records, store, report)
 
 
@@ -155,9 +179,11 @@ class IngestError(RuntimeError):
         self.report = report
 
 
-def remove_missing(store: ImageStore, present: set[str], root: str | Path) -> int:
-    """Delete stored rows under folder `root` whose path is not in `present`; returns how many."""
+def remove_missing(store: ImageStore, present: set[str], root: str | Path, thumbnails: Thumbnails | None = None) -> int:
+    """Delete stored rows under folder `root` whose path is not in `present`, and their thumbnails; how many."""
     prefix = str(Path(root).expanduser().resolve()) + os.sep
     stale = [i for i, path in store.paths().items() if path.startswith(prefix) and path not in present]
     store.delete(stale)
+    if thumbnails is not None:
+        thumbnails.remove(stale)
     return len(stale)

@@ -18,6 +18,10 @@ from .operators import Shared, ops, pipe
 
 MAX_QUERY_CHARS = 2000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Invisible format characters (soft hyphen, zero-width spaces and joiners, direction marks, BOM), as a regex class
+# body: a query made only of these and whitespace is empty, however many it holds.
+INVISIBLE = r"\xad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+_VISIBLE = re.compile(rf"[^\s{INVISIBLE}]")
 
 
 def search_pipeline(encoder: Encoder, store: ImageStore):
@@ -54,7 +58,7 @@ def clean_query(text: str) -> str:
     if not isinstance(text, str):
         raise ValueError("the query must be text")
     text = " ".join(_CONTROL.sub(" ", text).split())
-    if not text:
+    if not _VISIBLE.search(text):
         raise ValueError("the query is empty: type what the picture shows, e.g. 'a dog on the beach'")
     if len(text) > MAX_QUERY_CHARS:
         raise ValueError(f"the query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}")

@@ -14,9 +14,11 @@ Errors are JSON `{"detail": "..."}` with a 4xx status for anything the client ca
 413 for an upload over the size limit (per file or per request), 415 for a file that is not a JPEG, PNG,
 WebP, GIF, BMP or TIFF picture, 400 for a malformed multipart body or more than `max_files` files, 404 for an
 id that is not indexed or a category with no images, 405 (with `Allow`) for a method a path does not take,
-401 without the API key when the server has one (see `auth.py`). The OpenAPI document says all of this,
-and is checked against the running server with schemathesis. `/images/{id}` serves a file only if its bytes
-still hash to `id`, so neither a crafted id nor a file swapped after indexing can make it read anything else.
+401 without the API key when the server has one, 400 for a `Host` the server does not answer to, 403 for a
+write sent by another site's page (all three before the body is read: `auth.RequestGuard`). The OpenAPI
+document says all of this, and is checked against the running server with schemathesis. `/images/{id}` serves
+a regular file only, and only if its bytes still hash to `id`, so neither a crafted id nor a file swapped after
+indexing (for another file, a pipe or a device) can make it read anything else.
 
 Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Running it: `server.py`.
 
@@ -27,6 +29,7 @@ Example:
 import io
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,11 +41,11 @@ from PIL import Image
 from pydantic import ConfigDict, Field, create_model
 
 from .. import __version__
-from ..data.images import ImageError, content_id
+from ..data.images import ImageError, content_id, read_bytes
 from ..engine import SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
 from ..store.image_store import Hit
-from .auth import require_api_key
+from .auth import LOOPBACK_HOSTS, RequestGuard, require_api_key
 from .schemas import (
     NOTICE_HEADER,
     QUERY_PATTERN,
@@ -70,7 +73,6 @@ from .uploads import (
 
 MAX_ID = (1 << 63) - 1  # ids are 63-bit content hashes
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$"
-MAX_SERVED_BYTES = 256 << 20  # a file this big at an indexed path is not the picture indexed: never read it
 
 
 class _Service:
@@ -130,6 +132,7 @@ def create_api(
     max_upload_bytes: int = 10 << 20,
     max_files: int = 32,
     api_key: str | None = None,
+    hosts: Collection[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The REST API over an open `engine` (notebook 04); endpoints and errors are listed in the module docs.
 
@@ -140,6 +143,7 @@ def create_api(
         max_upload_bytes: the largest picture accepted, per file.
         max_files: the most pictures one `POST /index` may carry.
         api_key: if given, every route but /health needs it in the `X-API-Key` header (see `auth.py`).
+        hosts: the `Host` names served (`auth.allowed_hosts`); other names get a 400 (DNS rebinding).
 
     Returns:
         A FastAPI app; serve it with uvicorn (`t2i serve --api`, or `server.BackgroundServer` in a notebook).
@@ -155,6 +159,7 @@ def create_api(
         generate_unique_id_function=lambda route: route.name,  # operationIds: search, get_image, index, ...
     )
     app.add_middleware(DeclaredSizeLimit, limits=service.limits)
+    app.add_middleware(RequestGuard, hosts=hosts, api_key=api_key)  # added last: runs first, before any body
     add_error_handlers(app)
     app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)
     for routes in (_search_routes, _image_routes, _index_routes, _service_routes):
@@ -254,11 +259,10 @@ def _image_routes(service: _Service) -> APIRouter:
                 raise HTTPException(404, f"image {image_id}: {err}") from err
             return Response(thumbnail.read_bytes(), media_type="image/jpeg", headers=headers)
         try:
-            if path.stat().st_size > MAX_SERVED_BYTES:
-                raise HTTPException(404, f"image {image_id}: its file is no longer the one indexed (too large)")
-            data = path.read_bytes()
-        except OSError as err:
-            raise HTTPException(404, f"image {image_id}: its file is gone from the server") from err
+            data = read_bytes(path)  # regular files only, bounded: never a pipe or /dev/zero put in its place
+        except ImageError as err:
+            detail = f"image {image_id}: its file is gone from the server or unreadable ({err})"
+            raise HTTPException(404, detail) from err
         if content_id(data) != image_id:
             raise HTTPException(404, f"image {image_id}: its file changed after indexing; index it again")
         with Image.open(io.BytesIO(data)) as header:
@@ -272,12 +276,12 @@ def _image_routes(service: _Service) -> APIRouter:
         summary="Remove an image",
     )
     def delete_image(image_id: ImageId) -> DeletedOut:
-        """Remove an image from the index; its file is deleted too if it was uploaded through `POST /index`."""
+        """Remove an image from the index and its thumbnail; its file too if it was uploaded through `POST /index`."""
         with service.writing:
             rows = engine.store.get([image_id])
             if not rows:
                 raise HTTPException(404, f"no image with id {image_id} is indexed")
-            engine.store.delete([image_id])
+            engine.delete([image_id])
             service.forget_categories()
             path = Path(rows[0]["path"])
             uploaded = path.parent.resolve() == service.upload_dir and path.is_file()

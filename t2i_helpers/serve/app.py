@@ -17,15 +17,16 @@ import functools
 import io
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from PIL import Image
 from pymilvus.exceptions import MilvusException
 
-from ..data.images import ImageError, ImageLike
+from ..data.images import ImageError, read_bytes
 from ..engine import SearchEngine
 from ..explore.widgets import thumbnail
 from ..store.image_store import Hit, StoreError
 from .auth import SIGN_IN_MESSAGE, sign_in
+from .uploads import decode_upload
 
 ALL_CATEGORIES = "all categories"
 UI_PATH = "/ui"
@@ -48,12 +49,13 @@ def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Ima
     ]
 
 
-def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
+def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int = 10 << 20) -> gr.Blocks:
     """A Gradio search page over `engine` (notebook 04); results show the engine's cached thumbnails.
 
     Args:
         engine: an open `SearchEngine`; it is shared with any other handler in the process.
         max_top_k: the slider's maximum.
+        max_upload_bytes: the largest picture accepted (also Gradio's upload limit in `mount_app`).
 
     Returns:
         The `gr.Blocks`; serve it with `mount_app` (or `t2i serve --ui`).
@@ -98,11 +100,14 @@ def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
         return show(hits, f"“{query.text}”", category, query.notice)
 
     @answering
-    def by_image(image: ImageLike | None, k: float, category: str | None):
-        if image is None:
+    def by_image(upload: str | None, k: float, category: str | None):
+        if upload is None:
             return refused("upload a picture first")
-        try:
+        try:  # the API's upload check: format from the header first, then a bounded decode
+            _, image = decode_upload("the picture", read_bytes(upload, max_upload_bytes))
             hits = engine.search_image(image, int(k), filter_of(category))
+        except HTTPException as err:
+            return refused(f"cannot use that picture: {err.detail}")
         except (ImageError, ValueError) as err:
             return refused(f"cannot read that picture: {err}")
         return show(hits, "the uploaded picture", category)
@@ -132,9 +137,9 @@ def create_app(engine: SearchEngine, max_top_k: int = 24) -> gr.Blocks:
             k = gr.Slider(1, max_top_k, value=top_k, step=1, label="top k", elem_id="top-k")
             category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Category", elem_id="category")
         with gr.Accordion("More like this: search with a picture", open=False):
-            upload = gr.Image(
+            upload = gr.Image(  # a file path: Gradio opens only its header, our check decodes it (bounded)
                 label="Picture",
-                type="pil",
+                type="filepath",
                 image_mode=None,
                 sources=["upload", "clipboard"],
                 height=220,
@@ -184,7 +189,7 @@ def mount_app(
     """
     return gr.mount_gradio_app(
         app,
-        create_app(engine),
+        create_app(engine, max_upload_bytes=max_upload_bytes),
         path=path,
         footer_links=[],
         max_file_size=max_upload_bytes,

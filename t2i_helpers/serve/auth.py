@@ -7,6 +7,11 @@ the API and hold no data. The web app at /ui searches the engine directly, not t
 page without the key would bypass it; a browser cannot add a header to a page load, so the page asks for the
 key once in Gradio's sign-in form (any user name, the key as password) and keeps a session cookie.
 
+`RequestGuard` runs before routing and before a byte of a body is read: it refuses a request without the key
+(so an anonymous 300 MB upload is never parsed or spooled to disk), a `Host` the server does not answer to
+(DNS rebinding: a web page whose name is made to resolve to 127.0.0.1), and a state-changing request sent by
+another site's page (a cross-origin form post needs no CORS preflight).
+
 Example:
     >>> app = create_api(engine, api_key="s3cret-key-123")
     >>> httpx.get(url + "/stats", headers={API_KEY_HEADER: "s3cret-key-123"})
@@ -17,15 +22,22 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Security
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
 MIN_KEY_LENGTH = 16
 SIGN_IN_MESSAGE = "This search needs the server's API key: type any user name, and the key as the password."
 _KEY_CHARACTERS = set(string.ascii_letters + string.digits + string.punctuation)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+OPEN_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")  # no key needed
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def check_api_key(key: str) -> str:
@@ -78,3 +90,66 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def host_name(authority: str) -> str:
+    """The host of a `Host` header or URL authority, without the port; IPv6 literals without brackets."""
+    host = authority.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host[1 : host.find("]")].lower()
+    return host.split(":", 1)[0].lower()
+
+
+def allowed_hosts(bound: str, extra: Collection[str] = ()) -> tuple[str, ...]:
+    """The `Host` names a server bound to interface `bound` answers to, plus the names in `extra`.
+
+    Loopback: its loopback names. One address: that address. Every interface (0.0.0.0, ::): the server cannot
+    know its names, so any host unless `extra` names them (with the loopback names, for the machine itself).
+    """
+    if is_loopback(bound):
+        return (*LOOPBACK_HOSTS, *extra)
+    if bound in ("0.0.0.0", "::"):
+        return (*LOOPBACK_HOSTS, *extra) if extra else ("*",)
+    return (bound, *extra)
+
+
+class RequestGuard:
+    """ASGI middleware that refuses, before routing and before the body is read: a request whose `Host` is not
+    one of `hosts` (400), a write from another site's page (403), and an API request without `api_key` (401).
+
+    Args:
+        app: the application to guard.
+        hosts: the host names served (`allowed_hosts`); "*" for any.
+        api_key: if given, every path but `OPEN_PATHS` and `open_prefix` (the web app, which signs in) needs it.
+        open_prefix: a path prefix that brings its own sign-in.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Collection[str], api_key: str | None = None, open_prefix: str = "/ui"):
+        self.app, self.hosts, self.api_key, self.open_prefix = app, {h.lower() for h in hosts}, api_key, open_prefix
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(status, reason) if the request must be refused, else None."""
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if "*" not in self.hosts and host_name(host) not in self.hosts:
+            return 400, f"this server does not answer to host {host[:100]!r}"
+        origin = headers.get("origin")
+        if scope.get("method") in WRITE_METHODS and (
+            headers.get("sec-fetch-site") == "cross-site" or (origin is not None and urlsplit(origin).netloc != host)
+        ):
+            return 403, "a request from another site's page may not change anything here"
+        path = scope["path"]
+        keyed = path not in OPEN_PATHS and not (path == self.open_prefix or path.startswith(self.open_prefix + "/"))
+        if self.api_key and keyed and not key_matches(headers.get(API_KEY_HEADER), self.api_key):
+            problem = "is missing" if API_KEY_HEADER.lower() not in headers else "is wrong"
+            return 401, f"the {API_KEY_HEADER} header {problem}: send the server's API key in it"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = self.refusal(scope) if scope["type"] in ("http", "websocket") else None
+        if refused is None or scope["type"] != "http":
+            if refused is None:
+                await self.app(scope, receive, send)
+            return  # a refused websocket is closed unanswered
+        status, detail = refused
+        await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)

@@ -16,14 +16,14 @@ from pymilvus.exceptions import MilvusException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..pipelines.search import clean_query
+from ..pipelines.search import INVISIBLE, clean_query
 from ..store.image_store import Hit, StoreError
 
 log = logging.getLogger(__name__)
 
-# What `pipelines.clean_query` keeps of a query: at least one character that is neither whitespace (as
-# `str.split` sees it) nor a control character. Escapes only, so Python, Rust (pydantic) and ECMA regexes agree.
-QUERY_PATTERN = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# What `search.clean_query` keeps of a query: at least one character that is neither whitespace (as `str.split`
+# sees it), a control character nor an invisible one. Escapes only, so Python, Rust (pydantic) and ECMA agree.
+QUERY_PATTERN = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000" + INVISIBLE + "]"
 NOTICE_HEADER = "T2I-Query-Notice"
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 

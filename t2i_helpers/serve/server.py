@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from fastapi.responses import RedirectResponse
 from ..config import Config
 from ..engine import NoIndexError, SearchEngine
 from .api import create_api
-from .auth import API_KEY_HEADER, check_api_key, is_loopback
+from .auth import API_KEY_HEADER, LOOPBACK_HOSTS, RequestGuard, allowed_hosts, check_api_key, is_loopback
 
 
 class BackgroundServer:
@@ -144,6 +145,7 @@ def serve_app(
     upload_dir: str | Path | None = None,
     max_upload_bytes: int = 10 << 20,
     api_key: str | None = None,
+    hosts: Collection[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """What `t2i serve` serves: the REST API (`api`), the web app at /ui (`ui`), or both, over one engine.
 
@@ -154,14 +156,16 @@ def serve_app(
         upload_dir: where `POST /index` saves pictures.
         max_upload_bytes: the largest picture accepted, per file.
         api_key: if given, needed on every API route but /health and to sign in to the web app.
+        hosts: the `Host` names served (`auth.allowed_hosts`); any other gets a 400.
 
     Returns:
         The FastAPI app, for uvicorn or `BackgroundServer`.
     """
     if api:
-        app = create_api(engine, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes, api_key=api_key)
+        app = create_api(engine, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes, api_key=api_key, hosts=hosts)
     else:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        app.add_middleware(RequestGuard, hosts=hosts)  # the page signs in itself; hosts and origins still count
     if ui:
         from .app import UI_PATH, mount_app  # Gradio is heavy: imported only when the web app is served
 
@@ -184,6 +188,14 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--api-key",
         help="needed in the X-API-Key header on every route but /health, and to sign in to the web app "
         "(default: $T2I_API_KEY; the variable keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients use to reach the server, e.g. search.example.org (repeat for more); requests "
+        "naming another host are refused (DNS rebinding). Default: the --host address, or its loopback names",
     )
     serve.add_argument(
         "--insecure", action="store_true", help="serve a non-loopback --host without an API key (anyone can write)"
@@ -210,7 +222,8 @@ def run_serve(args: argparse.Namespace) -> int:
             raise
         engine = SearchEngine.open(config)  # a new, empty collection, for POST /index to fill
     try:
-        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes, api_key)
+        hosts = allowed_hosts(args.host, args.allowed_host)
+        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes, api_key, hosts)
         port = args.port if args.port is not None else 8000 if api else 7860
         parts = [f"API http://{args.host}:{port}/docs"] if api else []
         if ui:

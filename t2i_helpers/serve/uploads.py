@@ -1,7 +1,8 @@
-"""Uploaded pictures are checked before anything is stored: size, declared type, decode, format (notebook 04).
+"""Uploaded pictures are checked before anything is stored: size, declared type, format, decode (notebook 04).
 
-Both the type the client declares and the format Pillow finds must be a JPEG, PNG, WebP, GIF, BMP or TIFF
-picture; a body over its route's limit is refused from its declared length, before it is read.
+Both the type the client declares and the format Pillow finds in the header must be a JPEG, PNG, WebP, GIF, BMP
+or TIFF picture, before a pixel is decoded; a body over its route's limit is refused from its declared length,
+before it is read. The web app's uploads go through the same `decode_upload`.
 """
 
 from __future__ import annotations
@@ -67,15 +68,22 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 
 
 def decode_upload(name: str, data: bytes) -> tuple[str, np.ndarray]:
-    """(format, RGB array shrunk for the model) of uploaded bytes; 422 if not a picture, 415 if another format."""
+    """(format, RGB array shrunk for the model) of uploaded bytes: the one check of the API and the web app.
+
+    The format is read from the header and checked before anything is decoded; decoding is bounded in pixels
+    and, for JPEGs, in scans (`images.decode_image`). 422 if not a usable picture, 415 if another format.
+    """
     try:
-        image = decode_image(data, max_pixels=MAX_UPLOAD_PIXELS)
-        with Image.open(io.BytesIO(data)) as header:
+        with Image.open(io.BytesIO(data)) as header:  # the header only
             found = header.format
-    except ImageError as err:
-        raise HTTPException(422, f"{name}: {err}") from err
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise HTTPException(422, f"{name}: not an image file or unsupported format") from err
     if found not in IMAGE_FORMATS:
         raise HTTPException(415, f"{name}: {found} pictures are not accepted; send JPEG, PNG, WebP, GIF, BMP or TIFF")
+    try:
+        image = decode_image(data, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageError as err:
+        raise HTTPException(422, f"{name}: {err}") from err
     return found, shrink(image)
 
 
