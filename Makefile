@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 SETUP_STAMP := $(VENV)/.setup-stamp
 PHOTOS := data/tuxpaint/stamps.csv
 
-.PHONY: setup setup-clip demo test lint
+.PHONY: setup setup-clip demo test lint book
 
 setup: $(SETUP_STAMP) $(PHOTOS)  ## venv + CPU torch + the package + the bundled photos
 
@@ -43,3 +43,7 @@ test: setup  ## the whole test suite, offline (CLIP-path tests too when .venv-cl
 lint: $(SETUP_STAMP)
 	$(BIN)/ruff check t2i_helpers tests
 	$(BIN)/ruff format --check t2i_helpers tests
+
+book: setup  ## the course as a static site: every notebook executed (cached), into _build/html
+	$(BIN)/pip install -q -e ".[book]"
+	env -u MPLBACKEND T2I_NOTEBOOK_TEST=1 $(BIN)/jupyter-book build . --path-output . --warningiserror --keep-going

@@ -24,3 +24,14 @@ def test_environment_yml_mirrors_pyproject():
     lines = (ROOT / "environment.yml").read_text().splitlines()
     listed = {_name(line.split("- ", 1)[1]) for line in lines if line.startswith("      - ") and "-e ." not in line}
     assert listed == wanted
+
+
+def test_the_readme_is_a_short_front_door_and_every_docs_page_is_on_the_site():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    toc = (ROOT / "_toc.yml").read_text()
+    pages = sorted(p.stem for p in (ROOT / "docs").glob("*.md"))
+    assert all(f"file: docs/{page}\n" in toc or f"root: docs/{page}\n" in toc for page in pages), pages
+    assert all(f"docs/{page}.md" in readme for page in pages if page != "index")
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert all(f"file: notebooks/{name}\n" in toc and f"notebooks/{name}.ipynb" in readme for name in notebooks)
