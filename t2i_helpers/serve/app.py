@@ -25,11 +25,10 @@ from ..data.images import ImageError, read_bytes
 from ..engine import SearchEngine
 from ..explore.widgets import thumbnail
 from ..store.image_store import Hit, StoreError
-from .auth import SIGN_IN_MESSAGE, sign_in
+from .auth import SIGN_IN_MESSAGE, UI_PATH, sign_in
 from .uploads import decode_upload
 
 ALL_CATEGORIES = "all categories"
-UI_PATH = "/ui"
 
 
 def stats_markdown(engine: SearchEngine) -> str:

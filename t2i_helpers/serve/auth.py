@@ -36,6 +36,7 @@ MIN_KEY_LENGTH = 16
 SIGN_IN_MESSAGE = "This search needs the server's API key: type any user name, and the key as the password."
 _KEY_CHARACTERS = set(string.ascii_letters + string.digits + string.punctuation)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+UI_PATH = "/ui"  # where the web app lives; it signs in by itself
 OPEN_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")  # no key needed
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -124,7 +125,7 @@ class RequestGuard:
         open_prefix: a path prefix that brings its own sign-in.
     """
 
-    def __init__(self, app: ASGIApp, hosts: Collection[str], api_key: str | None = None, open_prefix: str = "/ui"):
+    def __init__(self, app: ASGIApp, hosts: Collection[str], api_key: str | None = None, open_prefix: str = UI_PATH):
         self.app, self.hosts, self.api_key, self.open_prefix = app, {h.lower() for h in hosts}, api_key, open_prefix
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:

@@ -37,7 +37,15 @@ from fastapi.responses import RedirectResponse
 from ..config import Config
 from ..engine import NoIndexError, SearchEngine
 from .api import create_api
-from .auth import API_KEY_HEADER, LOOPBACK_HOSTS, RequestGuard, allowed_hosts, check_api_key, is_loopback
+from .auth import (
+    API_KEY_HEADER,
+    LOOPBACK_HOSTS,
+    UI_PATH,
+    RequestGuard,
+    allowed_hosts,
+    check_api_key,
+    is_loopback,
+)
 
 
 class BackgroundServer:
@@ -167,7 +175,7 @@ def serve_app(
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         app.add_middleware(RequestGuard, hosts=hosts)  # the page signs in itself; hosts and origins still count
     if ui:
-        from .app import UI_PATH, mount_app  # Gradio is heavy: imported only when the web app is served
+        from .app import mount_app  # Gradio is heavy: imported only when the web app is served
 
         mount_app(app, engine, max_upload_bytes=max_upload_bytes, api_key=api_key)
         if not api:
@@ -227,8 +235,6 @@ def run_serve(args: argparse.Namespace) -> int:
         port = args.port if args.port is not None else 8000 if api else 7860
         parts = [f"API http://{args.host}:{port}/docs"] if api else []
         if ui:
-            from .app import UI_PATH
-
             parts.append(f"web app http://{args.host}:{port}{UI_PATH}/")
         print(f"t2i: serving {engine.info()['count']:,} images: {', '.join(parts)} (Ctrl+C stops)", file=sys.stderr)
         if api_key:
