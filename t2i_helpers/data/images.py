@@ -149,12 +149,13 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
                 scale = jpeg_scale(width, height, min_side)
                 if scale > 1:
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
-            return upright(_pil_pixels(pil), orientation)
+            pil.load()  # the first frame of an animation; raises OSError on truncated data
+            return upright(to_rgb_array(pil), orientation)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
         raise ImageError(f"{err} (decompression-bomb guard)") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        if isinstance(err, ImageError):
-            raise
         if isinstance(err, UnidentifiedImageError) or "cannot identify" in str(err):
             raise ImageError("not an image file or unsupported format") from err
         raise ImageError(f"corrupt or truncated image ({err})") from err
@@ -172,11 +173,6 @@ def check_scans(data: bytes, pixels: int) -> None:
             f"a JPEG with {scans} scans at {pixels:,} pixels is refused: it would take more decoding than a photo "
             f"needs (at most {MAX_JPEG_SCANS} scans and {MAX_SCAN_PIXELS:,} scan-pixels)"
         )
-
-
-def _pil_pixels(pil: Image.Image) -> np.ndarray:
-    pil.load()  # the first frame of an animation; raises OSError on truncated data
-    return to_rgb_array(pil)
 
 
 def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:

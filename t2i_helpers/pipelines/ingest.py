@@ -127,8 +127,8 @@ def list_files(
     """Every file of a dataset with its size and mtime, and those to read: the start of every ingest.
 
     With `sync_root`, stored rows under that folder whose file is not listed are removed first (and their
-    `thumbnails`); unless
-    `verify`, files stored with the same size and modification time are counted unchanged and not read.
+    `thumbnails`); unless `verify`, files stored with the same size and modification time are counted unchanged
+    and not read.
 
     A file whose name is not valid UTF-8 (Milvus stores text as UTF-8) is a reported skip, never the end of the run.
 
