@@ -297,9 +297,9 @@ class ConSEEncoder:
             return self._encode_texts_torch(texts)
         out = np.empty((len(texts), self.dim), np.float32)
         by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
-        # Dynamic int8 scales each call's activations as a whole: one text per call keeps every embedding
-        # independent of the texts beside it (and of their padding).
-        for chunk in batched(by_length, 1 if self.text_backend == "onnx-int8" else 64):
+        # The int8 tower scales each token's activations on their own (`onnx_towers.scale_rows`), so a text's
+        # embedding does not depend on the texts beside it, nor on their padding.
+        for chunk in batched(by_length, 64):
             tokens = self.text_model.tokenizer(
                 [texts[i] for i in chunk],
                 padding=True,

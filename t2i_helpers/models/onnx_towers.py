@@ -10,6 +10,8 @@ rebuilt, never used silently.
                  CALIBRATION_PHOTOS bundled photos from the training side of `datasets.split_by_image`
     text tower   token ids and attention mask [n, t] -> mean-pooled, normalized MiniLM embedding [n, 384]
                  fp32: torch.onnx.export; int8: dynamic quantization of the linear layers, per-channel
+                 weights, and activations scaled per token (row), so that a text's embedding is the same
+                 whichever texts share its batch (ONNX Runtime's dynamic int8 scales a whole batch at once)
 
 Example:
     >>> key = GraphKey("minilm-fp32", {"weights": file_digest(weights)})
@@ -85,26 +87,35 @@ class GraphKey:
         return GraphKey(name, {"from": self.digest, **sources})
 
 
-def open_session(path: Path, threads: int = 0):
-    """An ONNX Runtime CPU session; `threads` = 0 lets the runtime choose its thread pool size."""
+def open_session(path: Path, threads: int = 0, fuse: bool = True):
+    """An ONNX Runtime CPU session; `threads` = 0 lets the runtime choose its thread pool size.
+
+    `fuse=False` keeps to the basic graph optimizations: the extended ones fuse an integer matrix product and its
+    scaling into one kernel that reads one activation scale for the whole tensor (wrong for per-row scales).
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
+    if not fuse:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def cached_session(key: GraphKey, cache_dir: Path, build: Callable[[Path], None], threads: int = 0):
+def cached_session(
+    key: GraphKey, cache_dir: Path, build: Callable[[Path], None], threads: int = 0, fuse: bool = True
+):
     """A session on the graph for `key`, built with `build(path)` unless a matching one is cached.
 
     A cached file whose metadata names other sources, or that does not load, is rebuilt (with a warning).
     Graphs built from other sources keep their own files (e.g. for another virtual environment's versions).
+    `fuse` is passed to `open_session`.
     """
     path = key.path(cache_dir)
     if path.exists():
         try:
-            session = open_session(path, threads)
+            session = open_session(path, threads, fuse)
             if session.get_modelmeta().custom_metadata_map.get(_KEY) == key.digest:
                 return session
             problem = "was built from other sources"
@@ -119,7 +130,7 @@ def cached_session(key: GraphKey, cache_dir: Path, build: Callable[[Path], None]
         partial.replace(path)  # atomic: another process never sees half a file
     finally:
         partial.unlink(missing_ok=True)
-    return open_session(path, threads)
+    return open_session(path, threads, fuse)
 
 
 def _stamp(path: Path, key: GraphKey) -> None:
@@ -252,8 +263,9 @@ def text_session(bert: torch.nn.Module, cache_dir: Path, int8: bool):
         cached_session(fp32, cache_dir, export)
         quantize_text_tower(fp32.path(cache_dir), path)
 
-    int8_key = fp32.derive("minilm-int8", method="dynamic, per-channel", fp32=TEXT_FP32_LAYERS)
-    return cached_session(int8_key, cache_dir, quantize, threads=1)
+    method = "dynamic, per-channel weights, per-row activations"
+    int8_key = fp32.derive("minilm-int8", method=method, fp32=TEXT_FP32_LAYERS)
+    return cached_session(int8_key, cache_dir, quantize, threads=1, fuse=False)
 
 
 def _nodes(model, patterns: Sequence[str]) -> list[str]:
@@ -295,7 +307,8 @@ def quantize_image_tower(fp32: Path, pixels: np.ndarray, path: Path, batch_size:
 
 
 def quantize_text_tower(fp32: Path, path: Path) -> None:
-    """Dynamic int8 of a text graph's linear layers (MatMul with constant weights), per-channel."""
+    """Dynamic int8 of a text graph's linear layers (MatMul with constant weights): per-channel weights, per-row
+    activations (`scale_rows`)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -308,6 +321,47 @@ def quantize_text_tower(fp32: Path, path: Path) -> None:
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=_nodes(onnx.load(str(fp32)), TEXT_FP32_LAYERS),
         )
+    model = onnx.load(str(path))
+    scale_rows(model.graph)
+    onnx.save(model, str(path))
+
+
+def scale_rows(graph) -> None:
+    """Quantize each activation row (token) with its own scale instead of one scale per tensor, in place.
+
+    Each `DynamicQuantizeLinear(x)` (one scale and zero point for the whole batch) becomes: scale = max|row| / 127
+    per row, q = round(x / scale) + 128 as uint8, zero point 128 for all rows. The integer products and their
+    rescaling (`scale * weight scale`, which broadcasts) are unchanged, and the u8 x s8 kernels stay in use.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = {"last_axis": np.array([-1], np.int64), "tiny": np.float32(1e-8), "inv127": np.float32(1 / 127)}
+    constants |= {"u8_mid": np.float32(128), "u8_min": np.float32(0), "u8_max": np.float32(255)}
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(v), f"t2i_rows_{k}") for k, v in constants.items())
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            nodes.append(node)
+            continue
+        (x,), (quantized, scale, zero_point), p = node.input, node.output, f"{node.name}_rows"
+
+        def op(kind: str, inputs: list[str], name: str, **attrs: object) -> str:
+            out = attrs.pop("out", f"{p}_{name}")
+            nodes.append(helper.make_node(kind, inputs, [out], name=f"{p}_{name}", **attrs))
+            return out
+
+        peak = op("ReduceMax", [op("Abs", [x], "abs"), "t2i_rows_last_axis"], "max", keepdims=1)
+        op("Mul", [op("Max", [peak, "t2i_rows_tiny"], "nonzero"), "t2i_rows_inv127"], "scale", out=scale)
+        shifted = op("Add", [op("Round", [op("Div", [x, scale], "div")], "round"), "t2i_rows_u8_mid"], "shift")
+        clipped = op("Clip", [shifted, "t2i_rows_u8_min", "t2i_rows_u8_max"], "clip")
+        op("Cast", [clipped], "cast", to=TensorProto.UINT8, out=quantized)
+        op("Constant", [], "zero_point", value=numpy_helper.from_array(np.array(128, np.uint8)), out=zero_point)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    rewritten = {name for node in nodes if node.name.endswith("_rows_scale") for name in node.output}
+    shapes = [info for info in graph.value_info if info.name not in rewritten]  # were scalars, now one per row
+    del graph.value_info[:]
+    graph.value_info.extend(shapes)
 
 
 @contextlib.contextmanager
