@@ -40,6 +40,8 @@ class Config:
             own forward passes (32 measured fastest on 2 cores, see benchmarks/ingest.py).
         decode_workers: threads that decode images while the model runs.
         top_k: results per query.
+        query_cache: how many recent query texts keep their embedding, so that a repeated query skips the text
+            encoder (`search.QueryCache`); 0 keeps none.
         index_type: Milvus index type; FLAT is exact (see notebook 03 for the ANN study).
         metric: similarity metric; COSINE (equal to IP on the normalized vectors stored here).
         index_params: extra index build parameters (e.g. `{"M": 16, "efConstruction": 200}` for HNSW).
@@ -59,6 +61,7 @@ class Config:
     batch_size: int = 32
     decode_workers: int = 2
     top_k: int = 5
+    query_cache: int = 1024
     index_type: str = "FLAT"
     metric: str = "COSINE"
     index_params: dict = field(default_factory=dict, hash=False)
@@ -70,6 +73,8 @@ class Config:
             object.__setattr__(self, "uri", str(Path(self.data_dir) / "t2i.db"))
         if self.batch_size < 1 or self.decode_workers < 1 or self.top_k < 1:
             raise ValueError("batch_size, decode_workers and top_k must be at least 1")
+        if self.query_cache < 0:
+            raise ValueError("query_cache must be 0 (none) or a number of queries")
         if self.thumbnail_size < 0:
             raise ValueError("thumbnail_size must be 0 (none at ingest) or a size in pixels")
 

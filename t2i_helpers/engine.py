@@ -25,7 +25,7 @@ from .models.encoders import Encoder, load_encoder
 from .pipelines.hybrid import hybrid_search
 from .pipelines.ingest import ingest
 from .pipelines.operators import IngestReport, run_pipeline
-from .pipelines.search import Query, prepare_query, search_pipeline
+from .pipelines.search import Query, QueryCache, prepare_query, search_pipeline
 from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
 
@@ -44,7 +44,8 @@ class SearchEngine:
         self.config, self.encoder, self._store = config, encoder, store
         self.closed = False
         self.thumbnails = Thumbnails(config.thumbnail_dir, config.thumbnail_size or Thumbnails.size)
-        self._search = search_pipeline(encoder, store)
+        self.query_cache = QueryCache(config.query_cache)
+        self._search = search_pipeline(encoder, store, self.query_cache)
 
     @classmethod
     def open(cls, config: Config | None = None, encoder: Encoder | None = None, reset: bool = False) -> SearchEngine:
@@ -161,9 +162,20 @@ class SearchEngine:
         Args:
             query: a text (cleaned and shortened here), or a `Query` from `prepare_query` (used as it is).
         """
-        text = query.text if isinstance(query, Query) else self.prepare_query(query).text
+        return self.search_many([query], top_k, category)[0]
+
+    def search_many(
+        self, queries: Sequence[str | Query], top_k: int | None = None, category: str | None = None
+    ) -> list[list[Hit]]:
+        """The best images for each of `queries`: one encoder call and one Milvus search for them all.
+
+        Each query's hits are the same as `search` would return for it alone (notebook 04's batching server).
+        """
+        texts = [q.text if isinstance(q, Query) else self.prepare_query(q).text for q in queries]
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
-        return run_pipeline(self._search, text, top_k or self.config.top_k, category or "").get()[0]
+        if not texts:
+            return []
+        return run_pipeline(self._search, texts, top_k or self.config.top_k, category or "").get()[0]
 
     def search_image(
         self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None

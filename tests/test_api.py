@@ -16,9 +16,10 @@ from PIL import Image
 from t2i_helpers.config import Config
 from t2i_helpers.data.images import content_id
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.measure.load import load_test
 from t2i_helpers.pipelines.search import MAX_QUERY_CHARS
 from t2i_helpers.serve.api import create_api
-from t2i_helpers.serve.server import BackgroundServer, measure_search_latency
+from t2i_helpers.serve.server import BackgroundServer
 
 from .conftest import T2I
 
@@ -250,11 +251,10 @@ def test_a_file_changed_after_indexing_is_not_served(writable, bundled):
 def test_concurrent_searches_under_load(api, engine):
     queries = ["a fire truck", "a dog", "something to eat", "a musical instrument", "a boat", "a bird", "a house"]
     expected = {q: [h.id for h in engine.search(q, top_k=5)] for q in queries}
-    report = measure_search_latency(str(api.base_url), queries, total=200, workers=8, top_k=5)
+    report = load_test(str(api.base_url), queries, clients=8, seconds=3, top_k=5)
     print(f"\nAPI load on loopback: {report.summary()}")
-    assert report.errors == [] and len(report.latencies_ms) == 200
-    for query in queries:  # answers under load are the answers one at a time
-        assert [h["id"] for h in api.get("/search", params={"q": query, "k": 5}).json()] == expected[query]
+    assert report.errors == [] and len(report.latencies_ms) >= 50
+    assert report.answers == expected  # answers under load (batched) are the answers one at a time
 
 
 def free_port() -> int:

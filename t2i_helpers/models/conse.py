@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import io
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +158,9 @@ class ConSEEncoder:
         self.text_backend = self._choose_backend(text_backend, image=False)
         self.image_model = self._load_image_model().to(self.device).eval()
         self.text_model = load_text_model(str(self.device))
+        # The fast tokenizer keeps its padding and truncation settings between calls: one call at a time, or a
+        # query cut to size on one thread can come out padded for a batch being embedded on another.
+        self._tokenizing = threading.Lock()
         onnx = self.backend != "torch"
         self.batch_size = batch_size or (2 if onnx else 8)
         self.workers = max(1, workers or os.cpu_count() or 1) if onnx else 1
@@ -284,9 +288,9 @@ class ConSEEncoder:
     def truncate_text(self, text: str) -> str:
         """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""
         tokenizer, limit = self.text_model.tokenizer, self.text_model.max_seq_length - 2  # [CLS] and [SEP]
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
-            "offset_mapping"
-        ]
+        with self._tokenizing:
+            tokens = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = tokens["offset_mapping"]
         return text if len(offsets) <= limit else text[: offsets[limit - 1][1]]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -300,19 +304,21 @@ class ConSEEncoder:
         # The int8 tower scales each token's activations on their own (`onnx_towers.scale_rows`), so a text's
         # embedding does not depend on the texts beside it, nor on their padding.
         for chunk in batched(by_length, 64):
-            tokens = self.text_model.tokenizer(
-                [texts[i] for i in chunk],
-                padding=True,
-                truncation=True,
-                max_length=self.text_model.max_seq_length,
-                return_tensors="np",
-            )
+            with self._tokenizing:
+                tokens = self.text_model.tokenizer(
+                    [texts[i] for i in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.text_model.max_seq_length,
+                    return_tensors="np",
+                )
             feed = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
             out[chunk] = self._text_session.run(None, feed)[0]
         return out
 
     def _encode_texts_torch(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.text_model.encode(
-            list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
+        with self._tokenizing:  # sentence-transformers tokenizes inside `encode`
+            vectors = self.text_model.encode(
+                list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )
         return np.asarray(vectors, dtype=np.float32)

@@ -103,9 +103,7 @@ def open_session(path: Path, threads: int = 0, fuse: bool = True):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def cached_session(
-    key: GraphKey, cache_dir: Path, build: Callable[[Path], None], threads: int = 0, fuse: bool = True
-):
+def cached_session(key: GraphKey, cache_dir: Path, build: Callable[[Path], None], threads: int = 0, fuse: bool = True):
     """A session on the graph for `key`, built with `build(path)` unless a matching one is cached.
 
     A cached file whose metadata names other sources, or that does not load, is rebuilt (with a warning).
@@ -345,9 +343,9 @@ def scale_rows(graph) -> None:
             continue
         (x,), (quantized, scale, zero_point), p = node.input, node.output, f"{node.name}_rows"
 
-        def op(kind: str, inputs: list[str], name: str, **attrs: object) -> str:
-            out = attrs.pop("out", f"{p}_{name}")
-            nodes.append(helper.make_node(kind, inputs, [out], name=f"{p}_{name}", **attrs))
+        def op(kind: str, inputs: list[str], name: str, prefix: str = p, **attrs: object) -> str:
+            out = attrs.pop("out", f"{prefix}_{name}")
+            nodes.append(helper.make_node(kind, inputs, [out], name=f"{prefix}_{name}", **attrs))
             return out
 
         peak = op("ReduceMax", [op("Abs", [x], "abs"), "t2i_rows_last_axis"], "max", keepdims=1)

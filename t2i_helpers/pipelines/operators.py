@@ -258,13 +258,13 @@ class ImageEmbedding:
 
 @register(name="t2i/text-embedding")
 class TextEmbedding:
-    """Op: one text -> its normalized embedding `[dim]`."""
+    """Op: texts -> their normalized embeddings `[n, dim]`, the ones not in `cache` in one encoder call."""
 
-    def __init__(self, encoder: Shared[Encoder]) -> None:
-        self.encoder = encoder.value
+    def __init__(self, encoder: Shared[Encoder], cache: Shared) -> None:
+        self.encoder, self.cache = encoder.value, cache.value  # a `search.QueryCache`
 
-    def __call__(self, text: str) -> np.ndarray:
-        return self.encoder.encode_texts([text])[0]
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.cache.embed(self.encoder, texts)
 
 
 def write_rows(store: ImageStore, rows: list[dict], embeddings: np.ndarray) -> tuple[int, int]:
@@ -294,13 +294,14 @@ class MilvusInsert:
 
 @register(name="t2i/milvus-search")
 class MilvusSearch:
-    """Op: (embedding, top_k, category) -> hits, best first; category "" means all (Towhee skips None)."""
+    """Op: (embeddings `[n, dim]`, top_k, category) -> n lists of hits, best first, in one Milvus search (nq = n);
+    category "" means all (Towhee skips None)."""
 
     def __init__(self, store: Shared[ImageStore]) -> None:
         self.store = store.value
 
-    def __call__(self, embedding: np.ndarray, top_k: int, category: str | None) -> list[Hit]:
-        return self.store.search(embedding[None, :], top_k=top_k, category=category or None)[0]
+    def __call__(self, embeddings: np.ndarray, top_k: int, category: str | None) -> list[list[Hit]]:
+        return self.store.search(embeddings, top_k=top_k, category=category or None)
 
 
 class PipelineError(RuntimeError):

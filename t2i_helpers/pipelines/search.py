@@ -1,16 +1,24 @@
 """The search pipeline: a query cleaned, embedded and searched in Milvus (taught in notebook 01).
 
-    search:  text -> embed text -> search Milvus -> hits
+    search:  texts -> embed texts (one encoder call) -> search Milvus (one call, nq = len(texts)) -> hits per text
+
+One query is a batch of one; a server answering many people at once passes their queries together
+(`serve/batching.py`, notebook 04).
 
 Example:
     >>> search = search_pipeline(encoder, store)
-    >>> hits = run_pipeline(search, "a red kangaroo", 5, None).get()[0]
+    >>> hits = run_pipeline(search, ["a red kangaroo", "a fire truck"], 5, "").get()[0]   # two lists of hits
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import NamedTuple
+
+import numpy as np
 
 from ..models.encoders import Encoder
 from ..store.image_store import ImageStore
@@ -24,15 +32,49 @@ INVISIBLE = r"\xad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufe
 _VISIBLE = re.compile(rf"[^\s{INVISIBLE}]")
 
 
-def search_pipeline(encoder: Encoder, store: ImageStore):
-    """A Towhee pipeline: (text, top_k, category) -> list of `Hit`, best first."""
-    encoder, store = Shared(encoder), Shared(store)
+def search_pipeline(encoder: Encoder, store: ImageStore, cache: QueryCache | None = None):
+    """A Towhee pipeline: (texts, top_k, category) -> one list of `Hit` per text, best first.
+
+    With a `cache`, texts embedded recently are not embedded again.
+    """
+    embed = QueryCache(0) if cache is None else cache
+    encoder, store, embed = Shared(encoder), Shared(store), Shared(embed)
     return (
-        pipe.input("text", "top_k", "category")
-        .map("text", "embedding", ops.t2i.text_embedding(encoder=encoder))
-        .map(("embedding", "top_k", "category"), "hits", ops.t2i.milvus_search(store=store))
+        pipe.input("texts", "top_k", "category")
+        .map("texts", "embeddings", ops.t2i.text_embedding(encoder=encoder, cache=embed))
+        .map(("embeddings", "top_k", "category"), "hits", ops.t2i.milvus_search(store=store))
         .output("hits")
     )
+
+
+class QueryCache:
+    """The embeddings of the `size` most recently searched distinct texts (least recently used leave first).
+
+    People repeat queries; a repeated one then costs no encoder call. A cached embedding is the one the encoder
+    gives the text alone (the text towers do not depend on the batch), so results do not change.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size, self.hits, self.misses = size, 0, 0
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+        """The embeddings of `texts` `[n, dim]`: cached ones as they are, the others in one encoder call."""
+        with self._lock:
+            found = {t: self._items[t] for t in texts if t in self._items}
+            for text in found:
+                self._items.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            found |= zip(missing, encoder.encode_texts(missing))
+        with self._lock:
+            self.hits, self.misses = self.hits + len(texts) - len(missing), self.misses + len(missing)
+            for text in missing[-self.size :] if self.size else ():
+                self._items[text] = found[text]
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
 
 
 class Query(NamedTuple):

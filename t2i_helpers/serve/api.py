@@ -20,12 +20,14 @@ document says all of this, and is checked against the running server with schema
 a regular file only, and only if its bytes still hash to `id`, so neither a crafted id nor a file swapped after
 indexing (for another file, a pipe or a device) can make it read anything else.
 
-Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Running it: `server.py`.
+Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Text searches that arrive together
+are answered together, one encoder call and one Milvus search per batch (`batching.py`). Running it: `server.py`.
 
 Example:
     >>> app = create_api(engine)                          # serve it with `t2i serve` or `BackgroundServer(app)`
 """
 
+import contextlib
 import io
 import threading
 import time
@@ -39,6 +41,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from PIL import Image
 from pydantic import ConfigDict, Field, create_model
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
@@ -46,6 +49,7 @@ from ..engine import SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
 from ..store.image_store import Hit
 from .auth import LOOPBACK_HOSTS, RequestGuard, require_api_key
+from .batching import SearchBatcher
 from .schemas import (
     NOTICE_HEADER,
     QUERY_PATTERN,
@@ -90,9 +94,10 @@ class _Service:
         max_upload_bytes: int,
         max_files: int,
         api_key: str | None,
+        batcher: SearchBatcher | None,
     ) -> None:
         self.keyed = [Depends(require_api_key(api_key))] if api_key else []  # every route but /health
-        self.engine, self.max_top_k, self.max_files = engine, max_top_k, max_files
+        self.engine, self.max_top_k, self.max_files, self.batcher = engine, max_top_k, max_files, batcher
         self.max_upload_bytes = max_upload_bytes
         self.upload_dir = Path(upload_dir or Path(engine.config.data_dir) / "uploads").expanduser().resolve()
         self.writing = threading.Lock()
@@ -133,6 +138,8 @@ def create_api(
     max_files: int = 32,
     api_key: str | None = None,
     hosts: Collection[str] = LOOPBACK_HOSTS,
+    max_batch: int = 32,
+    batch_wait_ms: float = 2.0,
 ) -> FastAPI:
     """The REST API over an open `engine` (notebook 04); endpoints and errors are listed in the module docs.
 
@@ -144,6 +151,9 @@ def create_api(
         max_files: the most pictures one `POST /index` may carry.
         api_key: if given, every route but /health needs it in the `X-API-Key` header (see `auth.py`).
         hosts: the `Host` names served (`auth.allowed_hosts`); other names get a 400 (DNS rebinding).
+        max_batch: the most text searches answered together (`batching.SearchBatcher`); 1 answers each request
+            on its own, in the thread pool.
+        batch_wait_ms: under load, how long a batch waits for more searches to join it.
 
     Returns:
         A FastAPI app; serve it with uvicorn (`t2i serve --api`, or `server.BackgroundServer` in a notebook).
@@ -151,8 +161,17 @@ def create_api(
     Example:
         >>> app = create_api(SearchEngine.open(), max_top_k=50)
     """
-    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key)
+    batcher = SearchBatcher(engine, max_batch, batch_wait_ms) if max_batch > 1 else None
+    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key, batcher)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if batcher is not None:
+            await run_in_threadpool(batcher.close)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="t2i: text-to-image search",
         version=__version__,
         description='Search pictures by text or by example. Errors are `{"detail": "..."}`.',
@@ -183,7 +202,7 @@ def _search_routes(service: _Service) -> APIRouter:
         responses={200: {"headers": notice}, **service.errors(404, 422, 503)},
         summary="Search by text",
     )
-    def search(
+    async def search(
         response: Response,
         q: Annotated[
             str,
@@ -204,7 +223,13 @@ def _search_routes(service: _Service) -> APIRouter:
             raise HTTPException(422, f"q: {err}") from err
         if query.notice:
             response.headers[NOTICE_HEADER] = query.notice
-        return [hit_out(h) for h in engine.search(query, k, service.check_category(category))]
+        if category:  # the category list may have to be read from Milvus: not on the event loop
+            category = await run_in_threadpool(service.check_category, category)
+        if service.batcher is None:
+            hits = await run_in_threadpool(engine.search, query, k, category)
+        else:
+            hits = await service.batcher.search(query, k, category)
+        return [hit_out(h) for h in hits]
 
     @router.post(
         "/search/image",

@@ -1,19 +1,17 @@
-"""Running the service: `t2i serve`, a background server for notebooks and tests, load measurement (notebook 04).
+"""Running the service: `t2i serve`, and a background server for notebooks and tests (notebook 04).
 
 `t2i serve` opens one `SearchEngine` and serves the REST API (`api.create_api`) and the web app (`app.mount_app`)
-on one uvicorn server; `BackgroundServer` does the same on a thread, and `measure_search_latency` sends it
-concurrent searches and reports p50/p95 and throughput.
+on one uvicorn server; `BackgroundServer` does the same on a thread (`measure.load.load_test` drives either).
 
 One process holds one engine: milvus-lite allows one process per file, and the model is loaded once.
-Concurrent searches are safe without a lock (measured: 400 searches from 8 threads and 3,000 text encodings
-from 16 threads gave the same results as one by one, no errors); writes (`POST /index`, `DELETE`) take a
+Concurrent text searches are batched (`batching.py`, `--max-batch`); writes (`POST /index`, `DELETE`) take a
 lock, so two uploads never race. Scale out with a Milvus server (`--uri http://host:19530`) and several
 processes behind a load balancer.
 
 Example:
     $ t2i serve --api --ui                 # http://127.0.0.1:8000/docs, the web app at /ui
     >>> with BackgroundServer(create_api(engine)) as server:
-    ...     measure_search_latency(server.url, ["a dog", "a boat"], total=50).summary()
+    ...     load_test(server.url, ["a dog", "a boat"], clients=8, seconds=5).summary()
 """
 
 from __future__ import annotations
@@ -24,12 +22,8 @@ import sys
 import threading
 import time
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -94,58 +88,6 @@ class BackgroundServer:
         self.stop()
 
 
-@dataclass(frozen=True)
-class LatencyReport:
-    """Client-side latencies of a batch of search requests."""
-
-    latencies_ms: list[float]
-    errors: list[str]
-    wall_s: float
-    workers: int
-
-    def percentile(self, q: float) -> float:
-        """The `q`-th percentile latency in milliseconds."""
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
-
-    def summary(self) -> str:
-        """One line, e.g. `200 searches, 8 workers: p50 41 ms, p95 80 ms, 180/s, 0 errors`."""
-        return (
-            f"{len(self.latencies_ms)} searches, {self.workers} workers: p50 {self.percentile(50):.0f} ms, "
-            f"p95 {self.percentile(95):.0f} ms, {len(self.latencies_ms) / self.wall_s:.0f}/s, {len(self.errors)} errors"
-        )
-
-
-def measure_search_latency(
-    base_url: str, queries: list[str], total: int = 200, workers: int = 8, top_k: int = 5
-) -> LatencyReport:
-    """Send `total` `GET /search` requests from `workers` threads, cycling through `queries`; time each one.
-
-    A request counts as an error unless it returns 200 with `top_k` hits (the index must hold that many).
-
-    Example:
-        >>> measure_search_latency(server.url, ["a dog", "a boat"], total=50).summary()
-    """
-    local = threading.local()
-    latencies, errors = [], []
-
-    def one(i: int) -> None:
-        client = getattr(local, "client", None) or httpx.Client(base_url=base_url, timeout=60)
-        local.client = client
-        start = time.perf_counter()
-        try:
-            response = client.get("/search", params={"q": queries[i % len(queries)], "k": top_k})
-            ok = response.status_code == 200 and len(response.json()) == top_k
-            problem = None if ok else f"{response.status_code}: {response.text[:200]}"
-        except httpx.HTTPError as err:
-            problem = f"{type(err).__name__}: {err}"
-        (errors if problem else latencies).append(problem or 1000 * (time.perf_counter() - start))
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(workers, thread_name_prefix="t2i-load") as pool:
-        list(pool.map(one, range(total)))
-    return LatencyReport(latencies, errors, time.perf_counter() - start, workers)
-
-
 def serve_app(
     engine: SearchEngine,
     api: bool = True,
@@ -154,6 +96,7 @@ def serve_app(
     max_upload_bytes: int = 10 << 20,
     api_key: str | None = None,
     hosts: Collection[str] = LOOPBACK_HOSTS,
+    max_batch: int = 32,
 ) -> FastAPI:
     """What `t2i serve` serves: the REST API (`api`), the web app at /ui (`ui`), or both, over one engine.
 
@@ -165,12 +108,20 @@ def serve_app(
         max_upload_bytes: the largest picture accepted, per file.
         api_key: if given, needed on every API route but /health and to sign in to the web app.
         hosts: the `Host` names served (`auth.allowed_hosts`); any other gets a 400.
+        max_batch: the most API text searches answered together; 1 answers each on its own.
 
     Returns:
         The FastAPI app, for uvicorn or `BackgroundServer`.
     """
     if api:
-        app = create_api(engine, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes, api_key=api_key, hosts=hosts)
+        app = create_api(
+            engine,
+            upload_dir=upload_dir,
+            max_upload_bytes=max_upload_bytes,
+            api_key=api_key,
+            hosts=hosts,
+            max_batch=max_batch,
+        )
     else:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         app.add_middleware(RequestGuard, hosts=hosts)  # the page signs in itself; hosts and origins still count
@@ -208,6 +159,23 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     serve.add_argument(
         "--insecure", action="store_true", help="serve a non-loopback --host without an API key (anyone can write)"
     )
+    serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        metavar="N",
+        help="answer up to N concurrent API text searches together, one encoder call and one Milvus search "
+        "(default 32; 1: each on its own)",
+    )
+    serve.add_argument(
+        "--query-cache",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="keep the embeddings of the N most recent distinct queries: a repeated query skips the text encoder "
+        "(default 1024; 0: none)",
+    )
+    serve.add_argument("--access-log", action="store_true", help="print a line per request (off: it costs CPU)")
     return serve
 
 
@@ -223,6 +191,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "pictures; pass --api-key (or set T2I_API_KEY), or --insecure to serve it open"
         )
     config = Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder)
+    config = config.with_(query_cache=args.query_cache)  # refused below 0 by Config
     try:  # a collection that exists is searched with the encoder it was built with
         engine = SearchEngine.open_index(config, encoder=args.encoder)
     except NoIndexError:
@@ -231,7 +200,9 @@ def run_serve(args: argparse.Namespace) -> int:
         engine = SearchEngine.open(config)  # a new, empty collection, for POST /index to fill
     try:
         hosts = allowed_hosts(args.host, args.allowed_host)
-        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes, api_key, hosts)
+        if args.max_batch < 1:
+            raise ValueError(f"--max-batch must be at least 1, not {args.max_batch}")
+        app = serve_app(engine, api, ui, args.upload_dir, max_upload_bytes, api_key, hosts, args.max_batch)
         port = args.port if args.port is not None else 8000 if api else 7860
         parts = [f"API http://{args.host}:{port}/docs"] if api else []
         if ui:
@@ -241,7 +212,7 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"t2i: the API key is needed ({API_KEY_HEADER} header; the web app's sign-in)", file=sys.stderr)
         elif not is_loopback(args.host):
             print("t2i: warning: reachable from other machines, with no API key (--insecure)", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=port, log_level="info")
+        uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=args.access_log)
     finally:
         engine.close()
     return 0

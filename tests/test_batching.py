@@ -1,0 +1,98 @@
+"""Serving many searches at once: batched searches, the query cache and the int8 text tower (issue 26)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from t2i_helpers.pipelines.search import QueryCache
+from t2i_helpers.serve.batching import SearchBatcher
+
+
+def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bundled):
+    """Queries with different k and categories, all at once: the same ids in the same order as one at a time."""
+    captions = list(bundled.caption[:24])
+    requests = [(q, 5 if i % 3 else 8, "animals" if i % 4 == 0 else None) for i, q in enumerate(captions)]
+    expected = [[h.id for h in engine.search(q, top_k=k, category=c)] for q, k, c in requests]
+    batcher = SearchBatcher(engine, max_batch=16, max_wait_ms=5)
+
+    async def all_at_once():
+        return await asyncio.gather(*(batcher.search(engine.prepare_query(q), k, c) for q, k, c in requests))
+
+    try:
+        results = asyncio.run(all_at_once())
+    finally:
+        batcher.close()
+    assert [[h.id for h in hits] for hits in results] == expected
+    assert all(h.label == "animals" for (_, _, c), hits in zip(requests, results) if c for h in hits)
+    assert max(batcher.batch_sizes) > 1 and max(batcher.batch_sizes) <= 16  # batched, never past the bound
+    assert sum(size * n for size, n in batcher.batch_sizes.items()) == len(requests)
+
+
+def test_a_failing_group_fails_its_own_requests_only(engine):
+    batcher = SearchBatcher(engine, max_batch=8)
+
+    async def mixed():
+        good = batcher.search(engine.prepare_query("a dog"), 3)
+        bad = batcher.search(engine.prepare_query("a cat"), 20_000)  # past Milvus's limit on top_k
+        return await asyncio.gather(good, bad, return_exceptions=True)
+
+    try:
+        good, bad = asyncio.run(mixed())
+    finally:
+        batcher.close()
+    assert [h.id for h in good] == [h.id for h in engine.search("a dog", top_k=3)]
+    assert isinstance(bad, ValueError) and "top_k" in str(bad)
+
+
+def test_the_batcher_refuses_bad_bounds_and_stops(engine):
+    with pytest.raises(ValueError, match="max_batch"):
+        SearchBatcher(engine, max_batch=0)
+    batcher = SearchBatcher(engine)
+    asyncio.run(batcher.search(engine.prepare_query("a boat"), 2))
+    batcher.close()
+    assert not any(t.name == "t2i-search-batcher" for t in threading.enumerate())
+
+
+def test_the_query_cache_returns_the_encoders_embeddings_and_stays_bounded(encoder, bundled):
+    texts = list(dict.fromkeys(bundled.caption))[:12]  # distinct captions
+    cache = QueryCache(size=8)
+    first = cache.embed(encoder, texts[:6] + texts[:2])  # a repeat inside one batch is embedded once
+    assert cache.misses == 6 and cache.hits == 2
+    again = cache.embed(encoder, texts[:6])
+    assert cache.hits == 8 and np.array_equal(again, first[:6])
+    np.testing.assert_allclose(again, encoder.encode_texts(texts[:6]), atol=1e-6)
+    cache.embed(encoder, texts)  # 12 distinct texts through a cache of 8: the least recently used leave
+    assert len(cache._items) == 8 and list(cache._items) == texts[4:]
+    assert QueryCache(0).embed(encoder, texts[:2]).shape == (2, encoder.dim)
+
+
+def test_texts_cut_and_embedded_on_many_threads_at_once_match_one_at_a_time(encoder, bundled):
+    """The tokenizer keeps settings between calls: cutting queries while batches are embedded must not mix them."""
+    texts = list(bundled.caption[:32])
+    expected = encoder.encode_texts(texts)
+    long_text = "a red kangaroo " * 200
+    results, errors = {}, []
+
+    def embed(i: int) -> None:
+        try:
+            for _ in range(5):
+                results[i] = encoder.encode_texts(texts[i : i + 8])
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    def cut() -> None:
+        for _ in range(200):
+            encoder.truncate_text(long_text)
+
+    threads = [threading.Thread(target=embed, args=(i,)) for i in range(0, 24, 8)] + [threading.Thread(target=cut)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for i, vectors in results.items():
+        np.testing.assert_allclose(vectors, expected[i : i + 8], atol=1e-5)
