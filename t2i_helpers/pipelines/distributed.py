@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,14 +114,35 @@ def read_chunk(
     """
     from .sink import open_store
 
-    store = open_store(config, encoder_name, dim)
-    read = [read_file(row) for row in json.loads(item["files"])]
+    decoded, tally = read_files(open_store(config, encoder_name, dim), json.loads(item["files"]), min_side, thumbnails)
+    return [*(_row(d.row, d.image) for d in decoded), _row({}, _NO_IMAGE, tally)]
+
+
+def read_files(
+    store: ImageStore, records: list[dict], min_side: int | None, thumbnails: Thumbnails | None
+) -> tuple[list[Decoded], dict]:
+    """Read, hash and decode files the store lacks -> (the decoded images, a tally of files, unchanged, skips)."""
+    read = [read_file(row) for row in records]
     skipped = [r for r in read if isinstance(r, Skipped)]
     kept = drop_stored(store, [r for r in read if not isinstance(r, Skipped)], seen={})
     decoded = [decode_file(row, data, min_side, thumbnails) for row, data in kept.fresh]
     skipped += kept.skipped + [d for d in decoded if isinstance(d, Skipped)]
     tally = {"files": len(read), "unchanged": kept.unchanged, "skipped": [list(s) for s in skipped]}
-    return [*(_row(d.row, d.image) for d in decoded if isinstance(d, Decoded)), _row({}, _NO_IMAGE, tally)]
+    return [d for d in decoded if isinstance(d, Decoded)], tally
+
+
+def nothing_new(store: ImageStore, todo: list[dict], report: IngestReport, min_side: int | None) -> bool:
+    """Whether the few files left to read (at most a chunk) hold no new image: then Ray need not start.
+
+    A re-run of an unchanged folder still lists the files that are never stored (a copy of another image, an
+    unreadable file): read and hashed here, on the driver, they are counted as the local ingest counts them.
+    """
+    if len(todo) > FILES_PER_CHUNK:
+        return False
+    decoded, tally = read_files(store, todo, min_side, None)
+    if not decoded:
+        report.add(unchanged=tally["unchanged"], skipped=[Skipped(*s) for s in tally["skipped"]])
+    return not decoded
 
 
 def _row(row: dict, image: np.ndarray, tally: dict | None = None) -> dict:
@@ -194,7 +216,8 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    with _stderr_silenced():  # Ray's C++ core prints a line on stderr as it starts, whatever its log level
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -254,7 +277,7 @@ def ingest(
     records, todo = list_files(rows, store, report, sync_root, verify, thumbnails)
     stored_before = store.count()
     try:
-        if todo:
+        if todo and not nothing_new(store, todo, report, getattr(encoder, "image_size", None)):
             with ray_session(ray_address):
                 from ray.data import DataContext  # imported once ray_session has set Ray's environment
 
@@ -321,6 +344,21 @@ def ingest_dataset(
             num_cpus=plan.actor_cpus,
         )
     )
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send this process's file descriptor 2 to /dev/null for a block (what C++ code writes there too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
