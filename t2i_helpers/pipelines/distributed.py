@@ -200,8 +200,12 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     Quiet: no dashboard, no usage statistics, workers' logs and Ray's C++ error lines kept out of the terminal
     (set `RAY_BACKEND_LOG_LEVEL` to see those). A local instance, or a cluster on this machine (a loopback
     address), is reached on 127.0.0.1 only: Ray's `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes it bind there,
-    which must be set before Ray is first imported in the process. A Ray already initialized is used as it is.
+    which must be set before Ray is first imported in the process. A Ray already initialized is used as it is,
+    and the environment is left as it is then (a token mode set here would reach clusters started after).
     """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        yield
+        return
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or "local"  # "local": never join a cluster by accident
     host = address.removeprefix("ray://").rsplit(":", 1)[0]
@@ -213,9 +217,6 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
     with _stderr_silenced():  # Ray's C++ core prints a line on stderr as it starts, whatever its log level
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
