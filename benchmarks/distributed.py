@@ -14,12 +14,32 @@ can only add overhead: the same cores read, decode and embed, plus Ray's process
 
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/distributed.py   # 785 photos, ~5 min on 2 cores
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/distributed.py --photos 200
+
+With `--scaling`: a Ray cluster on this machine whose nodes are each confined to one CPU core (a raylet of
+`num_cpus=1`, as `ray start --num-cpus 1` starts it, pinned to its core with its workers; a head node with no
+CPUs beside them), against a Milvus server started here. The same folder (`--photos`, default 2,400: the
+bundled photos plus the transformed copies benchmarks/search.py makes, written under data/bench/scaling/) is
+ingested into fresh collections by the local ingest pinned to the first core, by Ray on one node and by Ray on
+two nodes. Each rate is the job's steady rate: the collection's row count, sampled every 0.5 s from another
+connection, between 10% and 90% of the rows (the start-up of Ray's workers and actors left out). The driver,
+Ray's head and the Milvus server are not pinned: they share the two cores with the nodes.
+
+    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/distributed.py --scaling   # ~6 min on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pymilvus import MilvusClient
+from search import make_photos  # benchmarks/search.py: the bundled photos plus transformed copies
 
 from t2i_helpers.config import Config
 from t2i_helpers.data.datasets import load_bundled
@@ -30,6 +50,7 @@ from t2i_helpers.store.image_store import ImageStore
 from t2i_helpers.store.milvus_server import milvus_server
 
 SMALL_JOB = 8  # images in the job that measures what a job costs before its images
+BENCH_DIR = Path("data/bench/scaling")
 
 
 def timed_ingest(engine: str, rows, encoder, uri: str, collection: str, **options):
@@ -46,10 +67,15 @@ def timed_ingest(engine: str, rows, encoder, uri: str, collection: str, **option
 
 
 def main() -> None:
-    """Run (a), (b), (c) and (a') and print the ratios."""
+    """Run (a), (b), (c) and (a') and print the ratios; or, with --scaling, the scaling run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=0, help="index only the first N bundled photos (0: all)")
+    parser.add_argument("--photos", type=int, default=0, help="index only the first N photos (0: all, or 2,400)")
+    parser.add_argument("--scaling", action="store_true", help="Ray on 1 and 2 single-core nodes (see above)")
     args = parser.parse_args()
+    if args.scaling:
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        scaling(args.photos or 2400, cores=[0, 1])
+        return
     rows = load_bundled()
     rows = rows.head(args.photos) if args.photos else rows
     encoder = load_encoder()
@@ -87,6 +113,117 @@ def main() -> None:
     print(f"fixed costs: Ray start {ray_start:.1f} s, a job's start {small.seconds:.1f} s")
     print(f"ratio ray/local = {cold.images_per_s / baseline:.2f}")
     print(f"ratio ray_warm/local = {warm[plan.actors].images_per_s / baseline:.2f}")
+
+
+# --- --scaling: Ray nodes each confined to one core ----------------------------------------------------------
+
+
+class Progress:
+    """The rows a collection holds, sampled every `every_s` from another connection while an ingest runs."""
+
+    def __init__(self, uri: str, collection: str, every_s: float = 0.5) -> None:
+        self.client, self.collection, self.every_s = MilvusClient(uri=uri), collection, every_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs each query refused while one is made
+        while not self._stop.wait(self.every_s):
+            with contextlib.suppress(Exception):  # the collection is being (re)created
+                rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
+                self.samples.append((time.perf_counter(), int(rows)))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def steady_rate(self, total: int) -> float:
+        """Images/s between the samples holding 10% and 90% of `total` rows: the job's rate after its start-up."""
+        low = next((s for s in self.samples if s[1] >= 0.1 * total), None)
+        high = next((s for s in self.samples if s[1] >= 0.9 * total), None)
+        if low is None or high is None or high[0] <= low[0]:
+            return float("nan")
+        return (high[1] - low[1]) / (high[0] - low[0])
+
+
+@contextlib.contextmanager
+def ray_nodes(cores: list[int]) -> Iterator[str]:
+    """A Ray cluster on 127.0.0.1: a head without CPUs, then one node of 1 CPU per core, its processes pinned there.
+
+    Each node is what `ray start --num-cpus 1` starts (a raylet with its object store, its workers forked from
+    it), started here through `ray.cluster_utils.Cluster` (as the tests do: it binds to 127.0.0.1, where `ray
+    start` on this Ray would join only over the machine's address) while this process is pinned to the node's
+    core with `os.sched_setaffinity`: the raylet inherits the pinning, and every worker it forks inherits it from
+    the raylet. The whole cluster is stopped at the end.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's first import: loopback
+    from ray.cluster_utils import Cluster
+
+    loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 400 << 20}
+    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False})
+    own = os.sched_getaffinity(0)
+    try:
+        for core in cores:
+            os.sched_setaffinity(0, {core})
+            try:
+                cluster.add_node(**loopback, num_cpus=1)
+            finally:
+                os.sched_setaffinity(0, own)
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def wait_for_cpus(cpus: int, timeout_s: float = 60) -> None:
+    """Until the joined cluster shows `cpus` CPUs (its nodes have registered)."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.cluster_resources().get("CPU", 0) < cpus:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Ray cluster has {ray.cluster_resources().get('CPU', 0):g} CPUs, not {cpus}")
+        time.sleep(0.5)
+
+
+def scaling(photos: int, cores: list[int]) -> None:
+    """Local ingest on one core against the Ray ingest on 1 and on 2 single-core nodes: steady rates, ratios."""
+    rows = make_photos(load_bundled(), BENCH_DIR, photos) if photos > len(load_bundled()) else load_bundled()
+    total = len(rows)
+    encoder = load_encoder()
+    rates = {}
+    with milvus_server() as uri:
+        driver_cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cores[0]})  # the local ingest on the first node's core, and nothing else
+        try:
+            with Progress(uri, "scale_local") as progress:
+                report, _ = timed_ingest("local", rows, encoder, uri, "scale_local")
+        finally:
+            os.sched_setaffinity(0, driver_cores)
+        rates["local"] = progress.steady_rate(total - len(report.skipped))
+        print(
+            f"local ingest pinned to core {cores[0]}: {report.summary()}; {report.throughput()}; "
+            f"steady {rates['local']:.1f} images/s"
+        )
+        for count in (1, len(cores)):
+            with ray_nodes(cores[:count]) as address, distributed.ray_session(address):
+                wait_for_cpus(count)
+                plan = distributed.cluster_plan()
+                name = f"scale_ray_{count}"
+                with Progress(uri, name) as progress:
+                    report, _ = timed_ingest("ray", rows, encoder, uri, name, ray_address=address)
+                rates[count] = progress.steady_rate(total - len(report.skipped))
+                print(
+                    f"Ray, {count} node(s) of 1 core ({plan.actors} actor(s) x {plan.actor_cpus:g} CPU): "
+                    f"{report.summary()}; {report.throughput()}; steady {rates[count]:.1f} images/s"
+                )
+    print(f"ratio ray_2nodes/ray_1node = {rates[len(cores)] / rates[1]:.2f}")
+    print(f"ratio ray_steady/local = {rates[1] / rates['local']:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -220,6 +221,35 @@ def test_the_ray_ingest_stores_what_the_local_ingest_stores(milvus_uri, ray_clus
     again, stored = ray_ingest(photos, encoder, milvus_uri, "ray_same", ray_cluster)
     assert (again.added, again.unchanged, again.updated) == (0, len(photos) - 1, 0)  # skipped on the driver
     assert stored == expected
+
+
+def test_a_rerun_with_nothing_new_never_starts_ray_and_ray_prints_nothing(
+    milvus_uri, ray_cluster, encoder, image_folder
+):
+    animals = image_folder / "animals"
+    (animals / "copy.png").write_bytes((animals / "0.png").read_bytes())  # never stored: read on every run
+    bad = write_bad_files(image_folder)
+    common = [T2I, "index", str(image_folder), "--uri", milvus_uri, "--collection", "ray_rerun"]
+    first = subprocess.run(
+        [*common, "--engine", "ray", "--ray-address", ray_cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=JOB_LIMIT_S,
+    )
+    assert first.returncode == 0, first.stderr
+    assert index_counts(first.stdout) == f"added 9, unchanged 0, updated 0, removed 0, skipped {len(bad) + 1}"
+    lines = first.stderr.strip().splitlines()  # Ray joined a cluster and ran the job: only t2i's own lines show
+    assert len(lines) == len(bad) + 1 and all(line.startswith("skipped ") for line in lines), first.stderr
+
+    with socket.socket() as free:  # no Ray listens here: a re-run that joined Ray would fail
+        free.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{free.getsockname()[1]}"
+    again = subprocess.run(
+        [*common, "--engine", "ray", "--ray-address", nowhere], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert index_counts(again.stdout) == f"added 0, unchanged 9, updated 0, removed 0, skipped {len(bad) + 1}"
+    assert again.stderr.splitlines() == lines  # the same skips, said the same way
 
 
 def test_corrupt_files_are_reported_skips(milvus_uri, ray_cluster, encoder, tmp_path, image_folder):

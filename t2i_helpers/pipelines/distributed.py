@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,14 +114,35 @@ def read_chunk(
     """
     from .sink import open_store
 
-    store = open_store(config, encoder_name, dim)
-    read = [read_file(row) for row in json.loads(item["files"])]
+    decoded, tally = read_files(open_store(config, encoder_name, dim), json.loads(item["files"]), min_side, thumbnails)
+    return [*(_row(d.row, d.image) for d in decoded), _row({}, _NO_IMAGE, tally)]
+
+
+def read_files(
+    store: ImageStore, records: list[dict], min_side: int | None, thumbnails: Thumbnails | None
+) -> tuple[list[Decoded], dict]:
+    """Read, hash and decode files the store lacks -> (the decoded images, a tally of files, unchanged, skips)."""
+    read = [read_file(row) for row in records]
     skipped = [r for r in read if isinstance(r, Skipped)]
     kept = drop_stored(store, [r for r in read if not isinstance(r, Skipped)], seen={})
     decoded = [decode_file(row, data, min_side, thumbnails) for row, data in kept.fresh]
     skipped += kept.skipped + [d for d in decoded if isinstance(d, Skipped)]
     tally = {"files": len(read), "unchanged": kept.unchanged, "skipped": [list(s) for s in skipped]}
-    return [*(_row(d.row, d.image) for d in decoded if isinstance(d, Decoded)), _row({}, _NO_IMAGE, tally)]
+    return [d for d in decoded if isinstance(d, Decoded)], tally
+
+
+def nothing_new(store: ImageStore, todo: list[dict], report: IngestReport, min_side: int | None) -> bool:
+    """Whether the few files left to read (at most a chunk) hold no new image: then Ray need not start.
+
+    A re-run of an unchanged folder still lists the files that are never stored (a copy of another image, an
+    unreadable file): read and hashed here, on the driver, they are counted as the local ingest counts them.
+    """
+    if len(todo) > FILES_PER_CHUNK:
+        return False
+    decoded, tally = read_files(store, todo, min_side, None)
+    if not decoded:
+        report.add(unchanged=tally["unchanged"], skipped=[Skipped(*s) for s in tally["skipped"]])
+    return not decoded
 
 
 def _row(row: dict, image: np.ndarray, tally: dict | None = None) -> dict:
@@ -178,8 +200,12 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     Quiet: no dashboard, no usage statistics, workers' logs and Ray's C++ error lines kept out of the terminal
     (set `RAY_BACKEND_LOG_LEVEL` to see those). A local instance, or a cluster on this machine (a loopback
     address), is reached on 127.0.0.1 only: Ray's `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes it bind there,
-    which must be set before Ray is first imported in the process. A Ray already initialized is used as it is.
+    which must be set before Ray is first imported in the process. A Ray already initialized is used as it is,
+    and the environment is left as it is then (a token mode set here would reach clusters started after).
     """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        yield
+        return
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or "local"  # "local": never join a cluster by accident
     host = address.removeprefix("ray://").rsplit(":", 1)[0]
@@ -191,10 +217,8 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    with _stderr_silenced():  # Ray's C++ core prints a line on stderr as it starts, whatever its log level
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -254,7 +278,7 @@ def ingest(
     records, todo = list_files(rows, store, report, sync_root, verify, thumbnails)
     stored_before = store.count()
     try:
-        if todo:
+        if todo and not nothing_new(store, todo, report, getattr(encoder, "image_size", None)):
             with ray_session(ray_address):
                 from ray.data import DataContext  # imported once ray_session has set Ray's environment
 
@@ -321,6 +345,21 @@ def ingest_dataset(
             num_cpus=plan.actor_cpus,
         )
     )
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send this process's file descriptor 2 to /dev/null for a block (what C++ code writes there too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager

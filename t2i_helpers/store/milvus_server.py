@@ -37,6 +37,15 @@ initial-cluster: t2i=http://127.0.0.1:{peer}
 """
 
 
+_STORAGE: dict[str, Path] = {}  # the URI of each running server -> the folder that is its object storage
+
+
+def server_storage(uri: str) -> Path:
+    """The folder where a server that `milvus_server` started keeps its segments: its object storage (the
+    server's `localStorage.path`), where Milvus's bulk import reads the files it is given, relative to it."""
+    return _STORAGE[uri]
+
+
 class MilvusServerError(RuntimeError):
     """The Milvus server package is missing, or the server did not start."""
 
@@ -77,8 +86,11 @@ def milvus_server(start_timeout_s: float = 120.0) -> Iterator[str]:
             with _environ(ETCD_CONFIG_PATH=str(etcd)):  # Milvus reads etcd.config.path from the environment
                 server.start()  # returns once the process runs
             _wait_healthy(server, start_timeout_s, Path(folder) / "logs")
-            yield f"http://127.0.0.1:{server.listen_port}"
+            uri = f"http://127.0.0.1:{server.listen_port}"
+            _STORAGE[uri] = Path(server.config.get("local_storage_dir"))
+            yield uri
         finally:
+            _STORAGE.pop(f"http://127.0.0.1:{server.listen_port}", None)
             server.stop()  # SIGTERM, then SIGKILL after a second
 
 
