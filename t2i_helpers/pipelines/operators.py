@@ -27,7 +27,8 @@ with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resou
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     from towhee import ops, pipe, register  # noqa: F401  (ops and pipe are re-exported to pipelines)
 
-from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_image, read_bytes, shrink
+from ..data.exif import photo_metadata
+from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes, shrink
 from ..models.encoders import Encoder
 from ..store.image_store import Hit, ImageStore
 
@@ -73,6 +74,7 @@ class IngestReport:
     unchanged: int = 0
     updated: int = 0
     removed: int = 0
+    described: int = 0  # stored rows whose header was read for their time, camera and place (after a migration)
     skipped: list[Skipped] = field(default_factory=list)
     files: int = 0  # files looked at (stored, new or skipped)
     seconds: float = 0.0  # wall time of the whole ingest
@@ -109,10 +111,12 @@ class IngestReport:
             self.skipped.extend(skipped or [])
 
     def summary(self) -> str:
-        """One line, e.g. `added 784, unchanged 0, updated 0, removed 0, skipped 1`."""
+        """One line, e.g. `added 784, unchanged 0, updated 0, removed 0, skipped 1` (`, described N` where
+        headers of stored photos were read)."""
+        described = f", described {self.described}" if self.described else ""
         return (
             f"added {self.added}, unchanged {self.unchanged}, updated {self.updated}, "
-            f"removed {self.removed}, skipped {len(self.skipped)}"
+            f"removed {self.removed}, skipped {len(self.skipped)}{described}"
         )
 
     @property
@@ -156,9 +160,12 @@ def read_file(row: dict) -> tuple[dict, bytes] | Skipped:
 def decode_file(
     row: dict, data: bytes, min_side: int | None = None, thumbnails: Thumbnails | None = None
 ) -> Decoded | Skipped:
-    """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not."""
+    """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not; the row gets
+    what the header Pillow parsed on the way says (time taken, camera, place: `exif.photo_metadata`)."""
     try:
-        image = shrink(decode_image(data, min_side=min_side), MAX_SIDE)
+        image, exif = decode_photo(data, min_side=min_side)
+        image = shrink(image, MAX_SIDE)
+        row = {**row, **photo_metadata(exif, row.get("mtime_ns", -1))}
         if thumbnails is not None:
             thumbnails.write(row["id"], image)
     except ImageError as err:
