@@ -73,7 +73,7 @@ def test_the_store_records_and_fills_keywords_from_each_path(tmp_path, encoder):
     assert [h.id for h in keyword_search(store, ["Two drakes."])[0]] == [1]  # stemmed: drakes -> drake
     assert keyword_search(store, ["never searched"])[0] == []  # the caption is not in the keyword field
 
-    store.set_files([{"id": 1, "path": "/x/animals/birds/mallard.png", "size": 5, "mtime_ns": 6}])  # moved
+    store.update({1: {"path": "/x/animals/birds/mallard.png", "size": 5, "mtime_ns": 6}})  # moved
     assert [h.id for h in keyword_search(store, ["a mallard"])[0]] == [1]
     assert keyword_search(store, ["a drake"])[0] == []
     store.close()

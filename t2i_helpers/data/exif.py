@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from pathlib import Path
 
@@ -59,12 +60,12 @@ def photo_metadata(exif: Image.Exif | None, mtime_ns: int) -> dict:
     }
 
 
-def header_metadata(path: str | Path, mtime_ns: int) -> dict:
-    """`photo_metadata` of a file from its header only (no pixels decoded); a file that cannot be opened has
-    only its file time."""
+def header_metadata(source: str | Path | bytes, mtime_ns: int) -> dict:
+    """`photo_metadata` of a file (a path, or its bytes) from its header only, no pixels decoded; a file that
+    cannot be opened has only its file time."""
     register_heif()
     try:
-        with Image.open(path) as pil:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
             exif = pil.getexif()
     except Exception:  # an unreadable header is a photo without EXIF, not a failed index
         exif = None

@@ -27,9 +27,10 @@ with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resou
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     from towhee import ops, pipe, register  # noqa: F401  (ops and pipe are re-exported to pipelines)
 
-from ..data.exif import photo_metadata
+from ..data.exif import header_metadata, photo_metadata
 from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes, shrink
 from ..models.encoders import Encoder
+from ..store.filters import Filters
 from ..store.image_store import Hit, ImageStore
 
 T = TypeVar("T")
@@ -187,13 +188,14 @@ def drop_stored(store: ImageStore, loaded: list[tuple[dict, bytes]], seen: dict[
     """Keep the read files whose image the store lacks; point stored images at their file again.
 
     A stored image whose file was touched, or moved from a path that is gone, is pointed at the file again
-    (`set_files`). A file stored under another id has changed: its row `replaces` the old one. A copy of an
+    (`store.update`; a row migrated from schema 2 gets its header's time, camera and place then). A file stored
+    under another id has changed: its row `replaces` the old one. A copy of an
     image stored at another path, or seen earlier in this run (`seen`: id -> first path, updated here), is
     skipped. Both ingests call it: the Towhee operator per window, each Ray read task per chunk of files.
     """
     stored = {int(r["id"]): r for r in store.get(row["id"] for row, _ in loaded)}
     by_path = store.file_states(row["path"] for row, _ in loaded if row["id"] not in stored)
-    fresh, unchanged, skipped, repoint = [], 0, [], []
+    fresh, unchanged, skipped, changes = [], 0, [], {}
     for row, data in loaded:
         image_id, path, known = row["id"], row["path"], stored.get(row["id"])
         if image_id in seen:
@@ -203,12 +205,16 @@ def drop_stored(store: ImageStore, loaded: list[tuple[dict, bytes]], seen: dict[
             fresh.append(({**row, "replaces": old.id if old else None}, data))
         elif known["path"] == path or not os.path.exists(known["path"]):
             unchanged += 1
-            if (known["path"], known["size"], known["mtime_ns"]) != (path, row["size"], row["mtime_ns"]):
-                repoint.append(row)
+            file = {"path": path, "size": row["size"], "mtime_ns": row["mtime_ns"]}
+            change = {} if all(known[k] == v for k, v in file.items()) else file
+            if not known["taken_from"]:  # migrated from schema 2: its header was not read yet
+                change.update(header_metadata(data, row["mtime_ns"]))
+            if change:
+                changes[image_id] = change
         else:
             skipped.append(Skipped(path, f"same image as {known['path']}"))
         seen.setdefault(image_id, path)
-    store.set_files(repoint)
+    store.update(changes)
     return Kept(fresh, unchanged, skipped)
 
 
@@ -301,13 +307,13 @@ class MilvusInsert:
 
 @register(name="t2i/milvus-search")
 class MilvusSearch:
-    """Op: (embedding, top_k, category) -> hits, best first; category "" means all (Towhee skips None)."""
+    """Op: (embedding, top_k, category, filters) -> hits, best first; category "" means all (Towhee skips None)."""
 
     def __init__(self, store: Shared[ImageStore]) -> None:
         self.store = store.value
 
-    def __call__(self, embedding: np.ndarray, top_k: int, category: str | None) -> list[Hit]:
-        return self.store.search(embedding[None, :], top_k=top_k, category=category or None)[0]
+    def __call__(self, embedding: np.ndarray, top_k: int, category: str | None, filters: Filters) -> list[Hit]:
+        return self.store.search(embedding[None, :], top_k=top_k, category=category or None, filters=filters)[0]
 
 
 class PipelineError(RuntimeError):

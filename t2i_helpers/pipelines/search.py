@@ -1,10 +1,10 @@
 """The search pipeline: a query cleaned, embedded and searched in Milvus (taught in notebook 01).
 
-    search:  text -> embed text -> search Milvus -> hits
+    search:  text -> embed text -> search Milvus (in a category, with filters) -> hits
 
 Example:
     >>> search = search_pipeline(encoder, store)
-    >>> hits = run_pipeline(search, "a red kangaroo", 5, None).get()[0]
+    >>> hits = run_pipeline(search, "a red kangaroo", 5, "", Filters()).get()[0]
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ _VISIBLE = re.compile(rf"[^\s{INVISIBLE}]")
 
 
 def search_pipeline(encoder: Encoder, store: ImageStore):
-    """A Towhee pipeline: (text, top_k, category) -> list of `Hit`, best first."""
+    """A Towhee pipeline: (text, top_k, category, filters) -> list of `Hit`, best first."""
     encoder, store = Shared(encoder), Shared(store)
     return (
-        pipe.input("text", "top_k", "category")
+        pipe.input("text", "top_k", "category", "filters")
         .map("text", "embedding", ops.t2i.text_embedding(encoder=encoder))
-        .map(("embedding", "top_k", "category"), "hits", ops.t2i.milvus_search(store=store))
+        .map(("embedding", "top_k", "category", "filters"), "hits", ops.t2i.milvus_search(store=store))
         .output("hits")
     )
 

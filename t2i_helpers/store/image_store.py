@@ -207,32 +207,21 @@ class ImageStore(CollectionLayout):
             )
         return found
 
-    def set_files(self, rows: Sequence[dict]) -> None:
-        """Point stored rows (by `id`) at a file's `path`, `size` and `mtime_ns` again, keeping vector and text.
-
-        For a file whose bytes are indexed already but whose size or time changed (touched or copied back), or
-        that moved from a path that is gone, so that the next index skips it without opening it.
-        """
-        self.update(
-            {
-                int(r["id"]): {
-                    "path": clip_text(str(r["path"]), TEXT_FIELDS["path"]),
-                    **{k: int(r[k]) for k in FILE_FIELDS},
-                }
-                for r in rows
-            }
-        )
-
     def update(self, changes: dict[int, dict]) -> None:
-        """Change some fields of stored rows (by id), keeping their vectors: a file's new place on disk, the
-        metadata of its header (`exif.photo_metadata`), or the text read in it (`ocr_text`, which also sets
-        `ocr_key`, `ocr_read` and the keywords). Ids no longer stored are left out."""
+        """Change some fields of stored rows (by id), keeping their vectors and other fields.
+
+        For a file's new path, size and mtime_ns (a file whose bytes are indexed already but whose size or time
+        changed, or that moved from a path that is gone, so that the next index skips it without opening it),
+        the metadata of its header (`exif.photo_metadata`), or the text read in it (`ocr_text`, which also sets
+        `ocr_key`, `ocr_read` and the keywords). Ids no longer stored are left out.
+        """
         if not changes:
             return
         stored = self.client.get(self.collection, ids=list(changes), output_fields=[*ROW_FIELDS, "embedding"])
         updated = []
         for row in map(dict, stored):
             row.update(changes[int(row["id"])])
+            row["path"] = clip_text(str(row["path"]), TEXT_FIELDS["path"])
             if "ocr_text" in changes[int(row["id"])]:
                 row["ocr_text"] = clip_text(row["ocr_text"], MAX_OCR_BYTES)
                 row.update(ocr_key=clip_text(text_key(row["ocr_text"]), MAX_OCR_BYTES), ocr_read=True)

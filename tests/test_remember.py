@@ -1,0 +1,167 @@
+"""Search by what people remember: time, place and camera from EXIF, filters in Milvus, queries that name them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from t2i_helpers.cli import main
+from t2i_helpers.config import Config
+from t2i_helpers.data.exif import NO_OFFSET
+from t2i_helpers.engine import SearchEngine
+from t2i_helpers.pipelines.understand import understand
+from t2i_helpers.store.filters import Filters, parse_day, text_key
+
+from .conftest import index_counts
+from .photos import write_library
+
+INJECTIONS = ['x" or id > 0 or "', 'x\\" or id > 0 or \\"', "x' or id > 0 or '", 'x") or (id > 0', "%", "_"]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    return write_library(tmp_path_factory.mktemp("library"))
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, library, encoder):
+    config = Config(uri=str(tmp_path_factory.mktemp("milvus") / "remember.db"))
+    engine = SearchEngine.open(config, encoder)
+    report = engine.index(next(iter(library.values())).parent, progress=False)
+    assert report.summary() == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
+    yield engine
+    engine.close()
+
+
+def _names(hits) -> set[str]:
+    return {hit.path.rsplit("/", 1)[-1].removesuffix(".jpg") for hit in hits}
+
+
+def test_the_header_is_stored_as_fields_and_a_broken_one_leaves_nulls(indexed, library):
+    by_name = {h.path.rsplit("/", 1)[-1]: h for h in indexed.store.newest(10)}
+    assert by_name["lisbon.jpg"].taken_at == "2022-06-15T14:30:00+01:00"
+    assert by_name["sydney.jpg"].taken_at == "2023-01-20T10:00:00"  # no offset in the photo: none made up
+    assert by_name["rio.jpg"].taken_at == "2022-06-30T22:00:00-03:00"
+    assert by_name["lisbon.jpg"].place == "Lisbon, Portugal" and by_name["lisbon.jpg"].camera == "Canon EOS R5"
+    assert by_name["tokyo.jpg"].place == "Tokyo, Japan"
+    assert by_name["sydney.jpg"].place == "Sydney, New South Wales, Australia"
+    assert by_name["rio.jpg"].place == "Rio de Janeiro, Brazil" and by_name["rio.jpg"].camera == ""
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in indexed.store.get(h.id for h in by_name.values())}
+    for name in ("no_exif.jpg", "bad_date.jpg", "broken.jpg"):  # the file's time, marked as such
+        assert rows[name]["taken_from"] == "file" and by_name[name].place == ""
+    assert rows["sydney.jpg"]["taken_offset"] == NO_OFFSET and rows["bad_date.jpg"]["camera"] == "Canon EOS R5"
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (Filters(after="2022", before="2022"), {"lisbon", "tokyo", "rio"}),
+        (Filters(after="2022-06", before="2022-06"), {"lisbon", "rio"}),
+        (Filters(after="2022-06-30", before="2022-06-30"), {"rio"}),  # inclusive, in the photo's own time
+        (Filters(before="2019-12-31"), {"lisbon_old"}),
+        (Filters(after="2023"), {"sydney", "bad_date", "broken"}),  # without a date in EXIF: the file's, today
+        (Filters(place="LISBON"), {"lisbon", "lisbon_old"}),
+        (Filters(place="portugal"), {"lisbon", "lisbon_old"}),
+        (Filters(place="New South Wales"), {"sydney"}),
+        (Filters(place="Lisbon", after="2022"), {"lisbon"}),
+        (Filters(camera="canon"), {"lisbon", "sydney", "bad_date"}),
+        (Filters(camera="Pixel 7"), {"lisbon_old", "tokyo"}),
+        (Filters(camera="google pixel 7", place="japan"), {"tokyo"}),
+    ],
+)
+def test_filters_return_exactly_the_photos_that_match(indexed, filters, expected):
+    found = indexed.find(None, filters, top_k=20)
+    assert _names(found.hits) == expected and found.text is None
+    vector = indexed.search("a photo", top_k=20, filters=filters)
+    assert _names(vector) == expected
+
+
+def test_filters_only_list_newest_first(indexed):
+    hits = indexed.find(None, Filters(place="lisbon"), top_k=5).hits
+    assert [h.taken_at[:4] for h in hits] == ["2022", "2019"]
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_user_text_never_changes_the_meaning_of_an_expression(indexed, value):
+    for filters in (Filters(place=value), Filters(camera=value), Filters(place=value, camera=value)):
+        assert indexed.find("a photo", filters, top_k=20).hits == []
+        assert indexed.find(None, filters, top_k=20).hits == []
+    assert indexed.search("a photo", 20, category=value) == []
+
+
+def test_bad_dates_and_empty_searches_are_one_sentence():
+    for bad in ("2022-13", "22", "2022/06", "June"):
+        with pytest.raises(ValueError, match="is not a date"):
+            Filters(after=bad)
+    with pytest.raises(ValueError, match="later than"):
+        Filters(after="2023", before="2022")
+    with pytest.raises(ValueError, match="no letters or digits"):
+        Filters(text='%"_')
+    assert parse_day("2024-02", last=True).day == 29 and text_key("Fresh  Bakery!") == "freshbakery"
+
+
+def test_the_query_names_places_dates_and_words_only_as_places_the_collection_has():
+    places = {"lisbon", "portugal", "turkey", "rio de janeiro"}
+    read = understand("a dog on the beach in Lisbon", places)
+    assert read.text == "a dog on the beach" and read.filters == Filters(place="Lisbon")
+    read = understand('the "gelateria" sign june 2022', places)
+    assert read.text == "the sign" and read.filters == Filters(after="2022-06", before="2022-06", text="gelateria")
+    assert understand("a street in 2019", places) == (("a street"), Filters(after="2019", before="2019"))
+    assert understand("a turkey on a farm", places).filters == Filters()  # an animal, not a country
+    assert understand("a market in turkey", places).filters == Filters(place="turkey")  # written as a place
+    assert understand("a market in Rio de Janeiro", places).filters == Filters(place="Rio de Janeiro")
+    assert understand("a dog in Paris", places) == ("a dog in Paris", Filters())  # no photo taken there
+
+
+def test_find_applies_what_the_query_names_and_literal_turns_it_off(indexed):
+    found = indexed.find("a photo in Tokyo", top_k=20)
+    assert _names(found.hits) == {"tokyo"} and found.understood == {"place": "Tokyo"} and found.text == "a photo"
+    found = indexed.find("Lisbon 2019", top_k=20)  # nothing left to embed: newest first
+    assert _names(found.hits) == {"lisbon_old"} and found.text is None
+    literal = indexed.find("a photo in Tokyo", top_k=20, literal=True)
+    assert len(literal.hits) == 8 and literal.understood == {} and literal.text == "a photo in Tokyo"
+    given = indexed.find("a photo in Tokyo", Filters(place="lisbon"), top_k=20)  # what is given wins
+    assert _names(given.hits) == {"lisbon", "lisbon_old"} and given.understood == {}
+    with pytest.raises(ValueError, match="query is empty"):
+        indexed.find("   ")
+
+
+def test_cli_search_with_filters_json_and_what_it_read(tmp_path, library, capsys):
+    uri = str(tmp_path / "cli.db")
+    folder = str(next(iter(library.values())).parent)
+    assert main(["index", folder, "--uri", uri]) == 0
+    capsys.readouterr()
+    assert main(["search", "--place", "lisbon", "--after", "2022", "--json", "--uri", uri]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(h["rank"], h["place"], h["camera"], h["taken_at"]) for h in hits] == [
+        (1, "Lisbon, Portugal", "Canon EOS R5", "2022-06-15T14:30:00+01:00")
+    ]
+    assert {"score", "path", "text"} <= set(hits[0])
+    assert main(["search", "a photo taken in Japan", "--uri", uri, "-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "tokyo.jpg" in out and "read from the query: place 'Japan'" in err
+    assert main(["search", "a photo taken in Japan", "--literal", "--uri", uri, "-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and "read from the query" not in err
+    assert main(["search", "--after", "2022-13", "--uri", uri]) == 1
+    assert "is not a date" in capsys.readouterr().err
+    assert main(["search", "--uri", uri]) == 1
+    assert "query is empty" in capsys.readouterr().err
+
+
+def test_search_image_takes_filters(indexed, library):
+    hits = indexed.search_image(library["tokyo"], top_k=5, filters=Filters(camera="canon"))
+    assert _names(hits) == {"lisbon", "sydney", "bad_date"}
+
+
+def test_index_prints_counts_and_a_second_run_adds_nothing(tmp_path, library):
+    uri = str(tmp_path / "twice.db")
+    folder = str(next(iter(library.values())).parent)
+    run = [sys.executable, "-m", "t2i_helpers.cli", "index", folder, "--uri", uri]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300, check=True)
+    assert index_counts(first.stdout) == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
+    second = subprocess.run(run, capture_output=True, text=True, timeout=300, check=True)
+    assert index_counts(second.stdout) == "added 0, unchanged 8, updated 0, removed 0, skipped 0"
