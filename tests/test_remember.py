@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from t2i_helpers.cli import main
@@ -93,11 +94,10 @@ def test_user_text_never_changes_the_meaning_of_an_expression(indexed, value):
 
 
 def test_bad_dates_and_empty_searches_are_one_sentence():
-    for bad in ("2022-13", "22", "2022/06", "June"):
+    for bad in ("2022-13", "22", "2022/06", "June", "0999", "2022-1", "2022-02-32"):
         with pytest.raises(ValueError, match="is not a date"):
             Filters(after=bad)
-    with pytest.raises(ValueError, match="later than"):
-        Filters(after="2023", before="2022")
+    assert parse_day("2023-02-30") == parse_day("2023-02", last=True)  # past the month's end: its last day
     with pytest.raises(ValueError, match="no letters or digits"):
         Filters(text='%"_')
     assert parse_day("2024-02", last=True).day == 29 and text_key("Fresh  Bakery!") == "freshbakery"
@@ -165,3 +165,28 @@ def test_index_prints_counts_and_a_second_run_adds_nothing(tmp_path, library):
     assert index_counts(first.stdout) == "added 8, unchanged 0, updated 0, removed 0, skipped 0"
     second = subprocess.run(run, capture_output=True, text=True, timeout=300, check=True)
     assert index_counts(second.stdout) == "added 0, unchanged 8, updated 0, removed 0, skipped 0"
+
+
+def test_api_search_takes_the_filters_and_says_which_it_applied(indexed, tmp_path):
+    from t2i_helpers.serve.server import BackgroundServer, serve_app
+
+    with BackgroundServer(serve_app(indexed, upload_dir=tmp_path / "uploads")) as server:
+        answer = httpx.get(f"{server.url}/search", params={"place": "lisbon", "k": 5})
+        assert answer.status_code == 200 and json.loads(answer.headers["T2I-Filters"]) == {"place": "lisbon"}
+        assert [(h["place"], h["taken_at"]) for h in answer.json()] == [
+            ("Lisbon, Portugal", "2022-06-15T14:30:00+01:00"),
+            ("Lisbon, Portugal", "2019-12-31T23:59:59+00:00"),
+        ]
+        assert {"camera", "text"} <= set(answer.json()[0])
+        read = httpx.get(f"{server.url}/search", params={"q": "a photo in Tokyo", "camera": "pixel 7"})
+        assert [h["place"] for h in read.json()] == ["Tokyo, Japan"]
+        assert json.loads(read.headers["T2I-Filters-Read"]) == {"place": "Tokyo"}
+        assert json.loads(read.headers["T2I-Filters"]) == {"place": "Tokyo", "camera": "pixel 7"}
+        literal = httpx.get(f"{server.url}/search", params={"q": "a photo in Tokyo", "literal": True, "k": 8})
+        assert len(literal.json()) == 8 and json.loads(literal.headers["T2I-Filters-Read"]) == {}
+        for value in INJECTIONS:
+            assert httpx.get(f"{server.url}/search", params={"q": "a photo", "place": value}).json() == []
+        bad = httpx.get(f"{server.url}/search", params={"after": "2022-13"})
+        assert bad.status_code == 422
+        newest = httpx.get(f"{server.url}/search", params={"k": 2})  # nothing asked: the newest photos
+        assert newest.status_code == 200 and len(newest.json()) == 2

@@ -1,6 +1,6 @@
 """The REST API over one shared `SearchEngine`: the FastAPI app, its routes by resource (taught in notebook 04).
 
-    GET    /search?q=&k=&category=   hits for a text query, best first
+    GET    /search?q=&k=&category=   hits for a text query, best first; &after=&before=&place=&camera=&text=
     POST   /search/image             hits for an uploaded picture (multipart field `file`), same k and category
     GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
     POST   /index?label=             add pictures (multipart field `files`, one or more) under a category
@@ -27,6 +27,7 @@ Example:
 """
 
 import io
+import json
 import threading
 import time
 from collections.abc import Collection
@@ -44,11 +45,15 @@ from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
 from ..engine import SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
+from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
 from .auth import LOOPBACK_HOSTS, RequestGuard, require_api_key
 from .schemas import (
+    FILTERS_HEADER,
     NOTICE_HEADER,
     QUERY_PATTERN,
+    READ_HEADER,
+    SEARCH_HEADERS,
     DeletedOut,
     HealthOut,
     HitOut,
@@ -175,36 +180,50 @@ def _search_routes(service: _Service) -> APIRouter:
     engine, router = service.engine, APIRouter(tags=["search"], dependencies=service.keyed)
     TopK = Annotated[int, Query(ge=1, le=service.max_top_k, description=f"how many hits, 1 to {service.max_top_k}")]
     Category = Annotated[str | None, Query(max_length=512, description="only images with this label")]
-    notice = {NOTICE_HEADER: {"description": "why the query was shortened", "schema": {"type": "string"}}}
+    Day = Annotated[str | None, Query(pattern=DAY_PATTERN, description="taken on or after (after), on or before "
+                                      "(before): YYYY, YYYY-MM or YYYY-MM-DD")]  # fmt: skip
+    Name = Annotated[str | None, Query(max_length=200, description="city, region or country; camera make or model")]
 
     @router.get(
         "/search",
         response_model=list[HitOut],
-        responses={200: {"headers": notice}, **service.errors(404, 422, 503)},
-        summary="Search by text",
+        responses={200: {"headers": SEARCH_HEADERS}, **service.errors(404, 422, 503)},
+        summary="Search by text, and by when, where, which camera and the words in the photo",
     )
     def search(
         response: Response,
         q: Annotated[
-            str,
+            str | None,
             Query(
                 min_length=1,
                 max_length=MAX_QUERY_CHARS,
                 pattern=QUERY_PATTERN,
-                description="what the picture shows, e.g. 'a fire truck' (not blank)",
+                description="what the picture shows, e.g. 'a fire truck in Lisbon 2022' (not blank); optional: "
+                "without it `text` ranks by the words in the photos, other filters (or none) list newest first",
             ),
-        ],
+        ] = None,
         k: TopK = engine.config.top_k,
         category: Category = None,
+        after: Day = None,
+        before: Day = None,
+        place: Name = None,
+        camera: Name = None,
+        text: Annotated[str | None, Query(max_length=200, pattern=r"[^\W_]", description="words in the photo")] = None,
+        literal: Annotated[bool, Query(description="do not read places, dates or quoted words in `q`")] = False,
     ) -> list[HitOut]:
-        """The `k` images that best match the text `q`, best first."""
+        """The `k` images that best match `q` among those that pass the filters, best first; the filters
+        applied (`T2I-Filters`), and which were read from `q` (`T2I-Filters-Read`), are in the headers."""
+        category = service.check_category(category)
         try:
-            query = engine.prepare_query(q)
+            filters = Filters(after=after, before=before, place=place, camera=camera, text=text)
+            found = engine.find(q, filters, k, category, literal) if q or filters else None
         except ValueError as err:
-            raise HTTPException(422, f"q: {err}") from err
-        if query.notice:
-            response.headers[NOTICE_HEADER] = query.notice
-        return [hit_out(h) for h in engine.search(query, k, service.check_category(category))]
+            raise HTTPException(422, str(err)) from err
+        if found and found.notice:
+            response.headers[NOTICE_HEADER] = found.notice
+        response.headers[FILTERS_HEADER] = json.dumps(found.filters.applied() if found else {})
+        response.headers[READ_HEADER] = json.dumps(found.understood if found else {})
+        return [hit_out(h) for h in (found.hits if found else engine.store.newest(k, category))]
 
     @router.post(
         "/search/image",

@@ -19,7 +19,9 @@ import re
 
 from ..data.exif import NO_TIME
 
-_DAY = re.compile(r"(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?")
+_DAY = re.compile(r"([1-9]\d{3})(?:-(\d{2})(?:-(\d{2}))?)?")
+DAY_PATTERN = r"^[1-9]\d{3}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"  # what `parse_day` reads (API schema)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_KEY = re.compile(r"[\W_]+")  # what a text key drops: all but letters and digits
 MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 
@@ -49,7 +51,8 @@ def name_key(text: str) -> str:
 
 
 def parse_day(text: str, last: bool = False) -> dt.date:
-    """`YYYY`, `YYYY-MM` or `YYYY-MM-DD` as its first day (or, with `last`, its last day).
+    """`YYYY`, `YYYY-MM` or `YYYY-MM-DD` as its first day (or, with `last`, its last day); a day past the end
+    of its month (2023-02-30) is the month's last day.
 
     Raises:
         ValueError: any other text, or a month or day that does not exist.
@@ -58,13 +61,12 @@ def parse_day(text: str, last: bool = False) -> dt.date:
     try:
         if not match:
             raise ValueError
-        year, month, day = int(match[1]), match[2] and int(match[2]), match[3] and int(match[3])
-        if day:
-            return dt.date(year, month, day)
-        if month:
-            return dt.date(year, month, calendar.monthrange(year, month)[1] if last else 1)
-        return dt.date(year, 12, 31) if last else dt.date(year, 1, 1)
-    except ValueError:
+        year, month, day = int(match[1]), int(match[2] or (12 if last else 1)), int(match[3] or 0)
+        days = calendar.monthrange(year, month)[1]
+        if not 0 <= day <= 31:
+            raise ValueError
+        return dt.date(year, month, min(day, days) if day else (days if last else 1))
+    except (ValueError, calendar.IllegalMonthError):
         raise ValueError(f"{text!r} is not a date: write YYYY, YYYY-MM or YYYY-MM-DD, e.g. 2022-06") from None
 
 
@@ -77,10 +79,11 @@ def _seconds(day: dt.date) -> int:
 class Filters:
     """What a search keeps: taken on or after `after`, on or before `before` (YYYY, YYYY-MM or YYYY-MM-DD,
     inclusive), at a `place` (a city, region or country), with a `camera` (make or model), with `text` in the
-    photo. Names match case-insensitively; None (or empty) is no filter.
+    photo. Names match case-insensitively; None (or empty) is no filter; `after` later than `before` matches
+    nothing.
 
     Raises:
-        ValueError: a date that is not one, or `after` later than `before` (one sentence).
+        ValueError: a date that is not one, or a text filter without a letter or digit (one sentence).
     """
 
     after: str | None = None
@@ -94,11 +97,10 @@ class Filters:
             value = getattr(self, field.name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"the {field.name} filter must be text")
-            object.__setattr__(self, field.name, " ".join(value.split()) if value and value.strip() else None)
+            value = " ".join(_CONTROL.sub(" ", value).split()) if value else ""
+            object.__setattr__(self, field.name, value or None)
         if self.text is not None and not text_key(self.text):
             raise ValueError("the text filter has no letters or digits to look for")
-        if self.after and self.before and parse_day(self.after) > parse_day(self.before, last=True):
-            raise ValueError(f"--after {self.after} is later than --before {self.before}: nothing can match")
         for day in (self.after, self.before):
             if day:
                 parse_day(day)
@@ -121,7 +123,7 @@ class Filters:
             low = _seconds(parse_day(self.after)) if self.after else NO_TIME + 1
             terms.append(f"taken_at >= {low}")
             if self.before:
-                terms.append(f"taken_at < {_seconds(parse_day(self.before, last=True) + dt.timedelta(days=1))}")
+                terms.append(f"taken_at < {_seconds(parse_day(self.before, last=True)) + 86400}")
         if self.place:
             terms.append(f"array_contains(place_keys, {quote(name_key(self.place))})")
         if self.camera:
