@@ -279,7 +279,7 @@ def quantize_image_tower(fp32: Path, pixels: np.ndarray, path: Path, batch_size:
             batch = next(self.batches, None)
             return None if batch is None else {"pixels": batch}
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         prepared = Path(tmp) / "prepared.onnx"  # batch norms folded, constant paddings merged into the convs
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(
@@ -299,7 +299,7 @@ def quantize_text_tower(fp32: Path, path: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet():
+    with quiet():
         quantize_dynamic(
             str(fp32),
             str(path),
@@ -311,7 +311,7 @@ def quantize_text_tower(fp32: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """onnxruntime's quantization tools log advice and progress at WARNING/INFO on the root logger."""
     root = logging.getLogger()
     level = root.level
