@@ -210,7 +210,7 @@ class SearchEngine:
         Unless `literal`, a stored place, a year or month and "quoted words" in the query are read as filters
         (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
         with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
-        other filters, newest first.
+        other filters (and after those ranked, for text found only inside run-together words), newest first.
 
         Raises:
             ValueError: no query and no filter, or a filter that is not one (one sentence).
@@ -225,10 +225,11 @@ class SearchEngine:
         if text:
             prepared = self.prepare_query(text)
             hits, notice = self.search(prepared, top_k, category, filters), prepared.notice
-        elif filters.text and self.store.meta.get("keywords"):
-            hits = keyword_search(self.store, [filters.text], top_k, category, filters)[0]
-        elif filters:
-            hits = self.store.newest(top_k, category, filters)
+        elif filters:  # the words' BM25 ranking where there is one (not inside run-together text), then newest
+            ranked = self.store.meta.get("keywords") and filters.text
+            hits = keyword_search(self.store, [filters.text], top_k, category, filters)[0] if ranked else []
+            ids = {h.id for h in hits}
+            hits += [h for h in self.store.newest(top_k, category, filters) if h.id not in ids][: top_k - len(hits)]
         else:
             raise ValueError("the query is empty: type what the picture shows, or give a date, place, camera or text")
         return Found(hits, text or None, filters, understood, notice)
