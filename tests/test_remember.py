@@ -190,3 +190,24 @@ def test_api_search_takes_the_filters_and_says_which_it_applied(indexed, tmp_pat
         assert bad.status_code == 422
         newest = httpx.get(f"{server.url}/search", params={"k": 2})  # nothing asked: the newest photos
         assert newest.status_code == 200 and len(newest.json()) == 2
+
+
+def test_the_widget_filters_by_date_place_camera_and_shows_what_it_applied(indexed):
+    from t2i_helpers.explore.widgets import search_box
+
+    box = search_box(indexed, top_k=10)
+    box.place.value = "lisbon"
+    box.search()  # no query: the newest photos taken there
+    assert [h.path.rsplit("/", 1)[-1] for h in box.hits] == ["lisbon.jpg", "lisbon_old.jpg"]
+    assert "newest photos" in box.message and "filters: place lisbon" in box.message
+    box.after.value = "2022"  # a changed filter runs the search again
+    assert [h.place for h in box.hits] == ["Lisbon, Portugal"]
+    box.place.value, box.after.value = "", ""
+    box.query.value = "a photo in Tokyo"
+    assert [h.place for h in box.hits] == ["Tokyo, Japan"] and "place Tokyo (read from the query)" in box.message
+    box.literal.value = True
+    assert len(box.hits) == 8 and "filters" not in box.message
+    box.camera.value = "canon"
+    assert {h.camera for h in box.hits} == {"Canon EOS R5"} and "filters: camera canon" in box.message
+    box.before.value = "2022-13"
+    assert box.hits == [] and "is not a date" in box.message
