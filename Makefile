@@ -18,6 +18,9 @@ $(SETUP_STAMP): pyproject.toml
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -e ".[test,notebooks]"
+	# rapidocr-onnxruntime pulls opencv-python, whose cv2 files overwrite the headless build's: keep one cv2
+	$(BIN)/pip uninstall -q -y opencv-python
+	$(BIN)/pip install -q --force-reinstall --no-deps opencv-python-headless
 	touch $@
 
 $(PHOTOS): | $(SETUP_STAMP)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -54,13 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--ray-address", help="the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray for this run)"
     )
+    index.add_argument(
+        "--ocr", action="store_true", help="also read the words in each photo that has none read yet (resumable)"
+    )
     _store_options(index)
 
     search = commands.add_parser("search", help="search the index with a text query, or with a picture (--image)")
-    search.add_argument("query", nargs="?", help="what the picture shows, e.g. 'a red kangaroo'")
+    search.add_argument(
+        "query", nargs="?", help="what the picture shows, e.g. 'a red kangaroo'; optional with a filter"
+    )
     search.add_argument("--image", metavar="PATH", help="find pictures like this one instead of a text query")
     search.add_argument("-k", "--top-k", type=int, default=5)
     search.add_argument("--category", help="only images with this label")
+    search.add_argument("--after", metavar="D", help="taken on or after D: YYYY, YYYY-MM or YYYY-MM-DD")
+    search.add_argument("--before", metavar="D", help="taken on or before D: YYYY, YYYY-MM or YYYY-MM-DD")
+    search.add_argument("--place", help="taken in this city, region or country")
+    search.add_argument("--camera", help="taken with this camera make or model")
+    search.add_argument("--text", metavar="WORDS", help="with these words written in the photo")
+    search.add_argument("--json", action="store_true", help="one JSON object per hit")
+    search.add_argument(
+        "--literal", action="store_true", help="do not read places, dates or quoted words in QUERY as filters"
+    )
     _store_options(search, _RECORDED)
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
@@ -78,11 +93,38 @@ def _config(args: argparse.Namespace, **config: object) -> Config:
     return Config.from_env(uri=args.uri, token=args.token, collection=args.collection, encoder=args.encoder, **config)
 
 
+def _search(engine, args: argparse.Namespace) -> None:
+    """`t2i search`: hits on stdout (lines, or JSON objects with --json), the filters applied on stderr."""
+    from .data.images import ImageError
+    from .store.filters import Filters
+
+    filters = Filters(after=args.after, before=args.before, place=args.place, camera=args.camera, text=args.text)
+    if args.image is not None:
+        try:
+            hits = engine.search_image(args.image, args.top_k, args.category, filters)
+        except ImageError as err:
+            raise ImageError(f"cannot read {args.image}: {err}") from err
+    else:
+        found = engine.find(args.query, filters, args.top_k, args.category, literal=args.literal)
+        if found.notice:
+            print(f"t2i: note: {found.notice}", file=sys.stderr)
+        if found.understood:
+            read = ", ".join(f"{k} {v!r}" for k, v in found.understood.items())
+            print(f"t2i: read from the query: {read} (--literal to search the words as they are)", file=sys.stderr)
+        hits = found.hits
+    for rank, hit in enumerate(hits, start=1):
+        if args.json:
+            print(json.dumps({"rank": rank, **hit._asdict()}, ensure_ascii=False))
+        else:
+            about = ", ".join(x for x in (hit.taken_at, hit.place, hit.camera) if x)
+            print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}" + (f"  ({about})" if about else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "search" and (args.query is None) == (args.image is None):
+    if args.command == "search" and args.query is not None and args.image is not None:
         parser.error("search takes a text query or --image PATH (one of them)")
     if args.command == "index" and args.ray_address and args.engine != "ray":
         parser.error("--ray-address is for --engine ray")
@@ -103,7 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
             return 0
-        from .data.images import ImageError
         from .engine import SearchEngine
 
         if args.command == "index":
@@ -119,21 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for skipped in report.skipped:
                 print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+            if args.ocr:
+                read = engine.read_text(source)
+                for skipped in read.skipped:
+                    print(f"text not read in {skipped.path}: {skipped.reason}", file=sys.stderr)
+                print(read.summary(), file=sys.stderr)
             print(f"{report.summary()}; {report.throughput()}")
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
-            if args.image is not None:
-                try:
-                    hits = engine.search_image(args.image, args.top_k, args.category)
-                except ImageError as err:
-                    raise ImageError(f"cannot read {args.image}: {err}") from err
-            else:
-                query = engine.prepare_query(args.query)
-                if query.notice:
-                    print(f"t2i: note: {query.notice}", file=sys.stderr)
-                hits = engine.search(query, args.top_k, args.category)
-            for rank, hit in enumerate(hits, start=1):
-                print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}")
+            _search(engine, args)
         else:
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             for key, value in engine.info().items():

@@ -12,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,10 +23,13 @@ from .config import DEFAULT_COLLECTION, Config
 from .data.datasets import load_source
 from .data.images import MAX_SIDE, ImageLike, Thumbnails, read_image
 from .models.encoders import Encoder, load_encoder
-from .pipelines.hybrid import hybrid_search
+from .pipelines.hybrid import hybrid_search, keyword_search
 from .pipelines.ingest import ingest
+from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
-from .pipelines.search import Query, QueryCache, prepare_query, search_pipeline
+from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
+from .pipelines.understand import understand
+from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
 
@@ -35,6 +39,17 @@ class NoIndexError(StoreError):
 
 class EngineClosedError(StoreError):
     """The engine was closed (`close()`) and cannot search or index any more."""
+
+
+class Found(NamedTuple):
+    """What `SearchEngine.find` did: the hits, the text searched by meaning (None: filters only), the filters
+    applied, those of them read from the query (to show), and a notice if the query was shortened."""
+
+    hits: list[Hit]
+    text: str | None
+    filters: Filters
+    understood: dict[str, str]
+    notice: str | None
 
 
 class SearchEngine:
@@ -152,20 +167,40 @@ class SearchEngine:
             thumbnails=self.thumbnails if self.config.thumbnail_size else None,
         )
 
+    def read_text(self, source: str | Path | None = None, progress: bool = True) -> OcrReport:
+        """Read the words in every stored photo (of folder or CSV `source`) that has none read yet (notebook 06);
+        nothing is embedded again, and a run cut off is finished by running it again (`ocr_pass.read_text`)."""
+        from .models.ocr import read_texts  # loads RapidOCR's models: only for an OCR pass
+
+        root = None if source is None else Path(source).expanduser()
+        root = root if root is None or root.is_dir() else root.parent
+        return read_text(self.store, read_texts, root, progress=progress)
+
     def prepare_query(self, text: str) -> Query:
         """The cleaned query as the encoder will read it, with a notice if it was shortened."""
         return prepare_query(text, self.encoder)
 
-    def search(self, query: str | Query, top_k: int | None = None, category: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str | Query,
+        top_k: int | None = None,
+        category: str | None = None,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
         """The images that best match `query`, best first (through the Towhee search pipeline).
 
         Args:
             query: a text (cleaned and shortened here), or a `Query` from `prepare_query` (used as it is).
+            filters: only photos taken then, there, with that camera or text (notebook 06); inside Milvus.
         """
-        return self.search_many([query], top_k, category)[0]
+        return self.search_many([query], top_k, category, filters)[0]
 
     def search_many(
-        self, queries: Sequence[str | Query], top_k: int | None = None, category: str | None = None
+        self,
+        queries: Sequence[str | Query],
+        top_k: int | None = None,
+        category: str | None = None,
+        filters: Filters | None = None,
     ) -> list[list[Hit]]:
         """The best images for each of `queries`: one encoder call and one Milvus search for them all.
 
@@ -175,13 +210,58 @@ class SearchEngine:
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
         if not texts:
             return []
-        return run_pipeline(self._search, texts, top_k or self.config.top_k, category or "").get()[0]
+        top_k, filters = top_k or self.config.top_k, filters or Filters()
+        return run_pipeline(self._search, texts, top_k, category or "", filters).get()[0]
+
+    def find(
+        self,
+        query: str | None = None,
+        filters: Filters | None = None,
+        top_k: int | None = None,
+        category: str | None = None,
+        literal: bool = False,
+        search: Callable[..., list[Hit]] | None = None,
+    ) -> Found:
+        """Search as a person asks: a query (optional when a filter is given) and filters (notebook 06).
+
+        `search` runs the text search, `self.search` by default (the API passes its batcher's, notebook 04).
+
+        Unless `literal`, a stored place, a year or month and "quoted words" in the query are read as filters
+        (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
+        with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
+        other filters (and after those ranked, for text found only inside run-together words), newest first.
+
+        Raises:
+            ValueError: no query and no filter, or a filter that is not one (one sentence).
+        """
+        filters, top_k, notice = filters or Filters(), top_k or self.config.top_k, None
+        text = clean_query(query) if query is not None and query.strip() else ""
+        understood: dict[str, str] = {}
+        if text and not literal:
+            read = understand(text, self.store.places())
+            understood = {k: v for k, v in read.filters.applied().items() if k not in filters.applied()}
+            text, filters = read.text, filters.merged(read.filters)
+        if text:
+            prepared = self.prepare_query(text)
+            hits, notice = (search or self.search)(prepared, top_k, category, filters), prepared.notice
+        elif filters:  # the words' BM25 ranking where there is one (not inside run-together text), then newest
+            ranked = self.store.meta.get("keywords") and filters.text
+            hits = keyword_search(self.store, [filters.text], top_k, category, filters)[0] if ranked else []
+            ids = {h.id for h in hits}
+            hits += [h for h in self.store.newest(top_k, category, filters) if h.id not in ids][: top_k - len(hits)]
+        else:
+            raise ValueError("the query is empty: type what the picture shows, or give a date, place, camera or text")
+        return Found(hits, text or None, filters, understood, notice)
 
     def search_image(
-        self, image: ImageLike | str | Path, top_k: int | None = None, category: str | None = None
+        self,
+        image: ImageLike | str | Path,
+        top_k: int | None = None,
+        category: str | None = None,
+        filters: Filters | None = None,
     ) -> list[Hit]:
         """Images similar to `image` (a path, PIL image or RGB array): "more like this"."""
-        return self.search_vector(self.embed_image(image), top_k, category)
+        return self.search_vector(self.embed_image(image), top_k, category, filters)
 
     def embed_image(self, image: ImageLike | str | Path) -> np.ndarray:
         """The embedding of one image (a path, read as ingest reads it, a PIL image or an RGB array)."""
@@ -190,9 +270,15 @@ class SearchEngine:
             image = read_image(image, MAX_SIDE, getattr(self.encoder, "image_size", None))[1]
         return self.encoder.encode_images([image])[0]
 
-    def search_vector(self, embedding: np.ndarray, top_k: int | None = None, category: str | None = None) -> list[Hit]:
+    def search_vector(
+        self,
+        embedding: np.ndarray,
+        top_k: int | None = None,
+        category: str | None = None,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
         """Nearest images to one embedding, e.g. query arithmetic like `dog - grass + snow`."""
-        return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None)[0]
+        return self.store.search(embedding[None, :], top_k or self.config.top_k, category or None, filters)[0]
 
     def hybrid_search(
         self,
@@ -200,8 +286,10 @@ class SearchEngine:
         top_k: int | None = None,
         category: str | None = None,
         weights: tuple[float, float] | None = None,
+        filters: Filters | None = None,
     ) -> list[Hit]:
-        """Images that match `text` by meaning (vectors) and by file and folder names (BM25), fused by Milvus.
+        """Images that match `text` by meaning (vectors) and by file and folder names and the words read in
+        them (BM25), fused by Milvus; with `filters`, among the photos that pass them.
 
         Args:
             weights: (vector, keyword) for Milvus's weighted ranker; None fuses the rankings by reciprocal rank.
@@ -211,7 +299,8 @@ class SearchEngine:
         """
         query = self.prepare_query(text).text
         embedding = self.encoder.encode_texts([query])
-        return hybrid_search(self.store, embedding, [query], top_k or self.config.top_k, category, weights)[0]
+        top_k = top_k or self.config.top_k
+        return hybrid_search(self.store, embedding, [query], top_k, category, weights, filters=filters)[0]
 
     def delete(self, ids: Sequence[int]) -> None:
         """Remove images from the index, and their cached thumbnails with them (the files stay)."""

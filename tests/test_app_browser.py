@@ -120,3 +120,30 @@ def test_a_closed_engine_is_one_sentence_on_the_page(tmp_path, encoder, image_fo
         page.locator("#search").click()
         sync_api.expect(page.locator("#status")).to_contain_text("the search failed: this search engine was closed")
         sync_api.expect(page.locator("#results img")).to_have_count(0)
+
+
+def test_filters_by_place_and_what_the_query_names_show_beside_the_results(tmp_path, encoder):
+    from t2i_helpers.config import Config
+    from t2i_helpers.engine import SearchEngine
+
+    from .photos import write_library
+
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "remember.db"), data_dir=tmp_path), encoder)
+    engine.index(next(iter(write_library(tmp_path / "photos").values())).parent, progress=False)
+    with open_page(engine, tmp_path) as page:
+        page.get_by_text("When, where, which camera, words in the photo").click()
+        page.locator("#place textarea").fill("lisbon")
+        page.locator("#search").click()  # no query: the newest photos taken there
+        sync_api.expect(page.locator("#status")).to_contain_text("Top 2 for the newest photos · filters: place lisbon")
+        sync_api.expect(page.locator("#results img")).to_have_count(2)
+        page.locator("#place textarea").fill("")
+        page.locator("#query textarea").fill("a photo in Tokyo")
+        page.locator("#search").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("Top 1 for “a photo” · filters: place Tokyo (read")
+        page.locator("#literal input").check()
+        page.locator("#search").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("Top 5 for “a photo in Tokyo”")
+        page.locator("#after textarea").fill("2022-13")
+        page.locator("#search").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("is not a date")
+    engine.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from t2i_helpers.pipelines.search import QueryCache
 from t2i_helpers.serve.batching import SearchBatcher
+from t2i_helpers.store.filters import Filters
 
 
 def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bundled):
@@ -18,12 +18,9 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bund
     requests = [(q, 5 if i % 3 else 8, "animals" if i % 4 == 0 else None) for i, q in enumerate(captions)]
     expected = [[h.id for h in engine.search(q, top_k=k, category=c)] for q, k, c in requests]
     batcher = SearchBatcher(engine, max_batch=16, max_wait_ms=5)
-
-    async def all_at_once():
-        return await asyncio.gather(*(batcher.search(engine.prepare_query(q), k, c) for q, k, c in requests))
-
     try:
-        results = asyncio.run(all_at_once())
+        futures = [batcher.submit(engine.prepare_query(q), k, c) for q, k, c in requests]  # all at once
+        results = [future.result(timeout=60) for future in futures]
     finally:
         batcher.close()
     assert [[h.id for h in hits] for hits in results] == expected
@@ -32,27 +29,38 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bund
     assert sum(size * n for size, n in batcher.batch_sizes.items()) == len(requests)
 
 
-def test_a_failing_group_fails_its_own_requests_only(engine):
+def test_filters_are_kept_per_request_inside_a_batch(engine):
+    """Requests with and without a filter share a batch; each gets what `search` gives it alone."""
+    requests = [("a dog", Filters()), ("a cat", Filters(place="Nowhere at all")), ("a boat", Filters())]
     batcher = SearchBatcher(engine, max_batch=8)
-
-    async def mixed():
-        good = batcher.search(engine.prepare_query("a dog"), 3)
-        bad = batcher.search(engine.prepare_query("a cat"), 20_000)  # past Milvus's limit on top_k
-        return await asyncio.gather(good, bad, return_exceptions=True)
-
     try:
-        good, bad = asyncio.run(mixed())
+        futures = [batcher.submit(engine.prepare_query(q), 4, None, f) for q, f in requests]
+        results = [future.result(timeout=60) for future in futures]
     finally:
         batcher.close()
-    assert [h.id for h in good] == [h.id for h in engine.search("a dog", top_k=3)]
-    assert isinstance(bad, ValueError) and "top_k" in str(bad)
+    assert [[h.id for h in hits] for hits in results] == [
+        [h.id for h in engine.search(q, top_k=4, filters=f)] for q, f in requests
+    ]
+    assert results[1] == [] and len(results[0]) == 4
+
+
+def test_a_failing_group_fails_its_own_requests_only(engine):
+    batcher = SearchBatcher(engine, max_batch=8)
+    try:
+        good = batcher.submit(engine.prepare_query("a dog"), 3)
+        bad = batcher.submit(engine.prepare_query("a cat"), 20_000)  # past Milvus's limit on top_k
+        assert [h.id for h in good.result(timeout=60)] == [h.id for h in engine.search("a dog", top_k=3)]
+        with pytest.raises(ValueError, match="top_k"):
+            bad.result(timeout=60)
+    finally:
+        batcher.close()
 
 
 def test_the_batcher_refuses_bad_bounds_and_stops(engine):
     with pytest.raises(ValueError, match="max_batch"):
         SearchBatcher(engine, max_batch=0)
     batcher = SearchBatcher(engine)
-    asyncio.run(batcher.search(engine.prepare_query("a boat"), 2))
+    assert len(batcher.search(engine.prepare_query("a boat"), 2)) == 2
     batcher.close()
     assert not any(t.name == "t2i-search-batcher" for t in threading.enumerate())
 

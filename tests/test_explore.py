@@ -36,7 +36,7 @@ from t2i_helpers.explore.questions import (
 from t2i_helpers.measure.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
 from t2i_helpers.measure.search_modes import compare_search_modes
 from t2i_helpers.pipelines.hybrid import hybrid_search, keyword_search
-from t2i_helpers.store.collection import META_PREFIX
+from t2i_helpers.store.collection import META_PREFIX, add_photo_fields
 from t2i_helpers.store.image_store import ImageStore, StoreError, read_meta
 from t2i_helpers.store.keywords import KEYWORD_FIELD, path_keywords
 
@@ -73,7 +73,7 @@ def test_the_store_records_and_fills_keywords_from_each_path(tmp_path, encoder):
     assert [h.id for h in keyword_search(store, ["Two drakes."])[0]] == [1]  # stemmed: drakes -> drake
     assert keyword_search(store, ["never searched"])[0] == []  # the caption is not in the keyword field
 
-    store.set_files([{"id": 1, "path": "/x/animals/birds/mallard.png", "size": 5, "mtime_ns": 6}])  # moved
+    store.update({1: {"path": "/x/animals/birds/mallard.png", "size": 5, "mtime_ns": 6}})  # moved
     assert [h.id for h in keyword_search(store, ["a mallard"])[0]] == [1]
     assert keyword_search(store, ["a drake"])[0] == []
     store.close()
@@ -94,13 +94,14 @@ def test_hybrid_search_on_a_collection_without_keywords_says_how_to_get_them(tmp
     """A schema-2 collection made before the keyword field (as t2i's main branch made them) is refused clearly."""
     uri = str(tmp_path / "plain.db")
     client = MilvusClient(uri=uri)
-    meta = {"schema_version": 2, "encoder": encoder.name, "dim": encoder.dim}
+    meta = {"schema_version": 3, "encoder": encoder.name, "dim": encoder.dim}  # (a migration would add keywords)
     schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
     schema.add_field("id", DataType.INT64, is_primary=True)
     for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
     for name in ("size", "mtime_ns"):
         schema.add_field(name, DataType.INT64)
+    add_photo_fields(schema)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
     index = client.prepare_index_params()
     index.add_index("embedding", index_type="FLAT", metric_type="COSINE")

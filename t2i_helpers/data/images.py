@@ -98,7 +98,7 @@ def content_id(data: bytes) -> int:
 
 
 @functools.cache
-def _register_heif() -> bool:
+def register_heif() -> bool:
     """Teach Pillow to open HEIC/HEIF files (once, on first decode); False without pillow-heif."""
     try:
         import pillow_heif
@@ -122,7 +122,15 @@ def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
-    """Decode image bytes to upright RGB uint8 (alpha on white), by Pillow, from the formats in `DECODED_FORMATS`.
+    """Decode image bytes to upright RGB uint8 (alpha on white); `decode_photo` without its EXIF."""
+    return decode_photo(data, max_pixels, min_side)[0]
+
+
+def decode_photo(
+    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+) -> tuple[np.ndarray, Image.Exif]:
+    """Decode image bytes to upright RGB uint8 (alpha on white), by Pillow, from the formats in `DECODED_FORMATS`,
+    with the EXIF Pillow parsed from the header on the way (dates, camera, GPS: `exif.photo_metadata`).
 
     Args:
         data: the file's bytes.
@@ -136,7 +144,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     """
     if not data:
         raise ImageError("empty file")
-    _register_heif()
+    register_heif()
     try:
         with Image.open(io.BytesIO(data)) as pil:  # reads the header only, until pixels are asked for
             width, height = pil.size
@@ -144,14 +152,15 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
                 raise ImageError(f"{width}x{height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)")
             if pil.format not in DECODED_FORMATS:
                 raise ImageError(f"{pil.format} pictures are not read; convert it to JPEG, PNG or HEIC")
-            orientation = pil.getexif().get(ORIENTATION_TAG, 1)
+            exif = pil.getexif()
+            orientation = exif.get(ORIENTATION_TAG, 1)
             if pil.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs of some cameras
                 check_scans(data, width * height)
                 scale = jpeg_scale(width, height, min_side)
                 if scale > 1:
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
             pil.load()  # the first frame of an animation; raises OSError on truncated data
-            return upright(to_rgb_array(pil), orientation)
+            return upright(to_rgb_array(pil), orientation), exif
     except ImageError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size

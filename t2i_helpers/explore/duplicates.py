@@ -18,7 +18,8 @@ import pandas as pd
 from ..data.images import Thumbnails, read_image
 from ..measure.queries import EvalData
 from ..models.encoders import l2_normalize
-from ..store.image_store import OUTPUT_FIELDS, Hit, ImageStore, label_filter, to_hits
+from ..store.filters import label_filter
+from ..store.image_store import OUTPUT_FIELDS, Hit, ImageStore, to_hits
 from .questions import StoredImages
 
 SEARCH_CHUNK = 256  # query vectors per Milvus call

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.images import ImageError, encode_jpeg
 from ..engine import EngineClosedError, SearchEngine
+from ..store.filters import Filters
 from ..store.image_store import Hit
 
 ALL_CATEGORIES = ""  # the dropdown value that means "no filter"
@@ -47,6 +48,9 @@ class SearchBox(widgets.VBox):
         results: `GridBox` of result cards (thumbnail, caption, "more like this").
         hits: the `Hit`s shown, best first.
         more_buttons: one "more like this" `Button` per hit, in the same order.
+        after, before, place, camera, text: `Text` filters (date range, place, camera, text in the photo;
+            notebook 06); literal: `Checkbox`, search the query's words as they are (no filters read from it).
+        applied: the filters the last search applied, by name (shown in the output area).
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class SearchBox(widgets.VBox):
         self.engine, self.size = engine, size
         self.hits: list[Hit] = []
         self.more_buttons: list[widgets.Button] = []
+        self.applied: dict[str, str] = {}
         self._repeat: Callable[[], None] | None = None  # re-runs the last search when top_k or category change
         top_k = min(top_k or engine.config.top_k, max_top_k)
         self.query = widgets.Text(
@@ -81,7 +86,28 @@ class SearchBox(widgets.VBox):
         if self.category is not None:
             self.category.observe(self._changed, names="value")
             controls.append(self.category)
-        super().__init__([widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), self.output, self.results])
+        hints = {"after": "YYYY, YYYY-MM, YYYY-MM-DD", "before": "e.g. 2022-06", "place": "city, region, country",
+                 "camera": "make or model", "text": "text in the photo"}  # fmt: skip
+        for name, hint in hints.items():
+            setattr(self, name, widgets.Text(placeholder=hint, description=name, continuous_update=False))
+        self.literal = widgets.Checkbox(description="search my words as they are")
+        filters = [getattr(self, name) for name in hints]
+        for box in [*filters, self.literal]:  # a changed filter runs the last search again
+            box.observe(self._changed, names="value")
+        super().__init__(
+            [
+                widgets.HBox(controls[:2]),
+                widgets.HBox(controls[2:]),
+                widgets.HBox(filters[:3]),
+                widgets.HBox([*filters[3:], self.literal]),
+                self.output,
+                self.results,
+            ]
+        )
+
+    def filters(self) -> Filters:
+        """The filters typed in the boxes (raises ValueError, shown as the message, for a date that is not one)."""
+        return Filters(self.after.value, self.before.value, self.place.value, self.camera.value, self.text.value)
 
     @property
     def message(self) -> str:
@@ -103,16 +129,18 @@ class SearchBox(widgets.VBox):
 
     def _changed(self, change: dict) -> None:
         if self._repeat is not None:
-            self._repeat()
+            self._guard(self._repeat)
 
     def search(self) -> list[Hit]:
-        """Search for the text in `query` and show the hits (or a message saying what is wrong)."""
+        """Search for the text in `query` among the photos that pass the filters and show the hits (or a message
+        saying what is wrong); places, dates and quoted words in the query filter too, unless `literal`."""
         text = self.query.value
 
-        def run() -> None:
-            query = self.engine.prepare_query(text)  # raises ValueError for an empty query
-            hits = self.engine.search(query, self.top_k.value, self._filter())
-            self._show(hits, f"“{query.text}”", query.notice)
+        def run() -> None:  # ValueError for an empty query without filters, or a date that is not one
+            found = self.engine.find(text, self.filters(), self.top_k.value, self._filter(), self.literal.value)
+            self.applied = {k: v + (" (read from the query)" if k in found.understood else "")
+                            for k, v in found.filters.applied().items()}  # fmt: skip
+            self._show(found.hits, f"“{found.text}”" if found.text else "the newest photos", found.notice)
             self._repeat = run
 
         self._guard(run)
@@ -122,7 +150,9 @@ class SearchBox(widgets.VBox):
         """Search with `hit`'s image instead of text (image -> image) and show the hits."""
 
         def run() -> None:
-            hits = self.engine.search_image(hit.path, self.top_k.value, self._filter())
+            filters = self.filters()
+            hits = self.engine.search_image(hit.path, self.top_k.value, self._filter(), filters)
+            self.applied = filters.applied()
             self._show(hits, f"images like “{hit.caption or hit.label}”")
             self._repeat = run
 
@@ -154,6 +184,8 @@ class SearchBox(widgets.VBox):
 
     def _show(self, hits: list[Hit], what: str, notice: str | None = None) -> None:
         where = f" in {self._filter()}" if self._filter() else ""
+        if self.applied:
+            where += "; filters: " + ", ".join(f"{k} {v}" for k, v in self.applied.items())
         if hits:
             self._say(f"top {len(hits)} for {what}{where}" + (f"; {notice}" if notice else ""))
         else:

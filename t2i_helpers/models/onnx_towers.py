@@ -289,7 +289,7 @@ def quantize_image_tower(fp32: Path, pixels: np.ndarray, path: Path, batch_size:
             batch = next(self.batches, None)
             return None if batch is None else {"pixels": batch}
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         prepared = Path(tmp) / "prepared.onnx"  # batch norms folded, constant paddings merged into the convs
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(
@@ -310,7 +310,7 @@ def quantize_text_tower(fp32: Path, path: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet():
+    with quiet():
         quantize_dynamic(
             str(fp32),
             str(path),
@@ -363,7 +363,7 @@ def scale_rows(graph) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """onnxruntime's quantization tools log advice and progress at WARNING/INFO on the root logger."""
     root = logging.getLogger()
     level = root.level

@@ -38,6 +38,7 @@ import pandas as pd
 from ..config import Config
 from ..data.images import Thumbnails
 from ..models.encoders import Encoder, load_encoder
+from ..store.collection import PHOTO_FIELDS
 from ..store.image_store import ImageStore, StoreError
 from .ingest import IngestError, list_files
 from .operators import Decoded, IngestReport, Skipped, decode_file, drop_stored, read_file
@@ -152,6 +153,7 @@ def _row(row: dict, image: np.ndarray, tally: dict | None = None) -> dict:
         **{k: str(row.get(k, "")) for k in ("path", "label", "caption")},
         **{k: int(row.get(k, -1)) for k in ("size", "mtime_ns")},
         "replaces": -1 if replaces is None else int(replaces),
+        "photo": json.dumps({k: row[k] for k in PHOTO_FIELDS if k in row}),  # time, camera, place (exif.py)
         "image": image,
         "tally": json.dumps(tally) if tally else "",
     }

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-from ..store.image_store import MAX_TOP_K, OUTPUT_FIELDS, Hit, ImageStore, StoreError, label_filter, to_hits
+from ..store.filters import Filters
+from ..store.image_store import MAX_TOP_K, OUTPUT_FIELDS, Hit, ImageStore, StoreError, to_hits
 from ..store.keywords import SPARSE_FIELD, keyword_support, server_version
 
 
@@ -47,7 +48,11 @@ def _check(store: ImageStore, top_k: int) -> None:
 
 
 def keyword_search(
-    store: ImageStore, texts: Sequence[str], top_k: int = 5, category: str | None = None
+    store: ImageStore,
+    texts: Sequence[str],
+    top_k: int = 5,
+    category: str | None = None,
+    filters: Filters | None = None,
 ) -> list[list[Hit]]:
     """The `top_k` images whose file and folder names best match each text (BM25 scores), best first.
 
@@ -62,7 +67,7 @@ def keyword_search(
         data=list(texts),
         anns_field=SPARSE_FIELD,
         limit=top_k,
-        filter=label_filter(category),
+        filter=store.where(category, filters),
         output_fields=OUTPUT_FIELDS,
         search_params={"metric_type": "BM25"},
     )
@@ -78,6 +83,7 @@ def hybrid_search(
     weights: tuple[float, float] | None = None,
     rrf_k: int = 60,
     depth: int | None = None,
+    filters: Filters | None = None,
 ) -> list[list[Hit]]:
     """Vector and keyword search fused by Milvus's `hybrid_search`: one ranked list per query, best first.
 
@@ -88,6 +94,7 @@ def hybrid_search(
         weights: (vector, keyword) weights for Milvus's `WeightedRanker`, which normalizes both scores first;
             None fuses the two rankings by reciprocal rank, `RRFRanker(rrf_k)`: the sum of 1 / (rrf_k + rank).
         depth: results taken from each search before fusing (default `top_k`).
+        filters: what both searches keep (`store.filters`), applied inside Milvus.
 
     Returns:
         Hits whose `score` is the fused score (not a cosine similarity).
@@ -99,7 +106,7 @@ def hybrid_search(
     queries = np.atleast_2d(np.asarray(embeddings, np.float32))
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} query vectors but {len(texts)} texts")
-    depth, where = depth or top_k, label_filter(category)
+    depth, where = depth or top_k, store.where(category, filters)
     requests = [
         AnnSearchRequest(queries.tolist(), "embedding", {"metric_type": store.config.metric}, depth, where),
         AnnSearchRequest(list(texts), SPARSE_FIELD, {"metric_type": "BM25"}, depth, where),

@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..data.exif import header_metadata
 from ..data.images import Thumbnails
 from ..models.encoders import Encoder
 from ..store.image_store import ImageStore
@@ -160,15 +161,27 @@ def file_state(path: str) -> dict[str, int]:
 
 
 def skip_unchanged(records: list[dict], store: ImageStore, report: IngestReport) -> list[dict]:
-    """The records whose file is not stored with the same size and modification time; counts the others."""
+    """The records whose file is not stored with the same size and modification time; counts the others, and
+    reads the headers of those stored without their time, camera and place (migrated from schema 2)."""
     known = store.file_states(r["path"] for r in records)
-    todo = [
-        r
-        for r in records
-        if r["size"] < 0 or (k := known.get(r["path"])) is None or (k.size, k.mtime_ns) != (r["size"], r["mtime_ns"])
-    ]
+    todo, undescribed = [], {}
+    for r in records:
+        k = known.get(r["path"])
+        if r["size"] < 0 or k is None or (k.size, k.mtime_ns) != (r["size"], r["mtime_ns"]):
+            todo.append(r)
+        elif not k.described:
+            undescribed[k.id] = r
     report.add(unchanged=len(records) - len(todo))
+    describe(store, undescribed, report)
     return todo
+
+
+def describe(store: ImageStore, records: dict[int, dict], report: IngestReport, chunk: int = 256) -> None:
+    """Store the time, camera and place of stored rows (by id) from their files' headers; no pixels decoded."""
+    ids = list(records)
+    for lo in range(0, len(ids), chunk):
+        store.update({i: header_metadata(records[i]["path"], records[i]["mtime_ns"]) for i in ids[lo : lo + chunk]})
+    report.described += len(ids)
 
 
 class IngestError(RuntimeError):

@@ -27,8 +27,10 @@ with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resou
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     from towhee import ops, pipe, register  # noqa: F401  (ops and pipe are re-exported to pipelines)
 
-from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_image, read_bytes, shrink
+from ..data.exif import header_metadata, photo_metadata
+from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes, shrink
 from ..models.encoders import Encoder
+from ..store.filters import Filters
 from ..store.image_store import Hit, ImageStore
 
 T = TypeVar("T")
@@ -73,6 +75,7 @@ class IngestReport:
     unchanged: int = 0
     updated: int = 0
     removed: int = 0
+    described: int = 0  # stored rows whose header was read for their time, camera and place (after a migration)
     skipped: list[Skipped] = field(default_factory=list)
     files: int = 0  # files looked at (stored, new or skipped)
     seconds: float = 0.0  # wall time of the whole ingest
@@ -109,10 +112,12 @@ class IngestReport:
             self.skipped.extend(skipped or [])
 
     def summary(self) -> str:
-        """One line, e.g. `added 784, unchanged 0, updated 0, removed 0, skipped 1`."""
+        """One line, e.g. `added 784, unchanged 0, updated 0, removed 0, skipped 1` (`, described N` where
+        headers of stored photos were read)."""
+        described = f", described {self.described}" if self.described else ""
         return (
             f"added {self.added}, unchanged {self.unchanged}, updated {self.updated}, "
-            f"removed {self.removed}, skipped {len(self.skipped)}"
+            f"removed {self.removed}, skipped {len(self.skipped)}{described}"
         )
 
     @property
@@ -156,9 +161,12 @@ def read_file(row: dict) -> tuple[dict, bytes] | Skipped:
 def decode_file(
     row: dict, data: bytes, min_side: int | None = None, thumbnails: Thumbnails | None = None
 ) -> Decoded | Skipped:
-    """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not."""
+    """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not; the row gets
+    what the header Pillow parsed on the way says (time taken, camera, place: `exif.photo_metadata`)."""
     try:
-        image = shrink(decode_image(data, min_side=min_side), MAX_SIDE)
+        image, exif = decode_photo(data, min_side=min_side)
+        image = shrink(image, MAX_SIDE)
+        row = {**row, **photo_metadata(exif, row.get("mtime_ns", -1))}
         if thumbnails is not None:
             thumbnails.write(row["id"], image)
     except ImageError as err:
@@ -180,13 +188,14 @@ def drop_stored(store: ImageStore, loaded: list[tuple[dict, bytes]], seen: dict[
     """Keep the read files whose image the store lacks; point stored images at their file again.
 
     A stored image whose file was touched, or moved from a path that is gone, is pointed at the file again
-    (`set_files`). A file stored under another id has changed: its row `replaces` the old one. A copy of an
+    (`store.update`; a row migrated from schema 2 gets its header's time, camera and place then). A file stored
+    under another id has changed: its row `replaces` the old one. A copy of an
     image stored at another path, or seen earlier in this run (`seen`: id -> first path, updated here), is
     skipped. Both ingests call it: the Towhee operator per window, each Ray read task per chunk of files.
     """
     stored = {int(r["id"]): r for r in store.get(row["id"] for row, _ in loaded)}
     by_path = store.file_states(row["path"] for row, _ in loaded if row["id"] not in stored)
-    fresh, unchanged, skipped, repoint = [], 0, [], []
+    fresh, unchanged, skipped, changes = [], 0, [], {}
     for row, data in loaded:
         image_id, path, known = row["id"], row["path"], stored.get(row["id"])
         if image_id in seen:
@@ -196,12 +205,16 @@ def drop_stored(store: ImageStore, loaded: list[tuple[dict, bytes]], seen: dict[
             fresh.append(({**row, "replaces": old.id if old else None}, data))
         elif known["path"] == path or not os.path.exists(known["path"]):
             unchanged += 1
-            if (known["path"], known["size"], known["mtime_ns"]) != (path, row["size"], row["mtime_ns"]):
-                repoint.append(row)
+            file = {"path": path, "size": row["size"], "mtime_ns": row["mtime_ns"]}
+            change = {} if all(known[k] == v for k, v in file.items()) else file
+            if not known["taken_from"]:  # migrated from schema 2: its header was not read yet
+                change.update(header_metadata(data, row["mtime_ns"]))
+            if change:
+                changes[image_id] = change
         else:
             skipped.append(Skipped(path, f"same image as {known['path']}"))
         seen.setdefault(image_id, path)
-    store.set_files(repoint)
+    store.update(changes)
     return Kept(fresh, unchanged, skipped)
 
 
@@ -294,14 +307,14 @@ class MilvusInsert:
 
 @register(name="t2i/milvus-search")
 class MilvusSearch:
-    """Op: (embeddings `[n, dim]`, top_k, category) -> n lists of hits, best first, in one Milvus search (nq = n);
-    category "" means all (Towhee skips None)."""
+    """Op: (embeddings `[n, dim]`, top_k, category, filters) -> n lists of hits, best first, in one Milvus search
+    (nq = n); category "" means all (Towhee skips None)."""
 
     def __init__(self, store: Shared[ImageStore]) -> None:
         self.store = store.value
 
-    def __call__(self, embeddings: np.ndarray, top_k: int, category: str | None) -> list[list[Hit]]:
-        return self.store.search(embeddings, top_k=top_k, category=category or None)
+    def __call__(self, embeddings: np.ndarray, top_k: int, category: str | None, filters: Filters) -> list[list[Hit]]:
+        return self.store.search(embeddings, top_k=top_k, category=category or None, filters=filters)
 
 
 class PipelineError(RuntimeError):

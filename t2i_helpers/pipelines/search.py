@@ -1,13 +1,14 @@
 """The search pipeline: a query cleaned, embedded and searched in Milvus (taught in notebook 01).
 
-    search:  texts -> embed texts (one encoder call) -> search Milvus (one call, nq = len(texts)) -> hits per text
+    search:  texts -> embed texts (one encoder call) -> search Milvus (one call, nq = len(texts), in a category,
+             with filters) -> hits per text
 
 One query is a batch of one; a server answering many people at once passes their queries together
 (`serve/batching.py`, notebook 04).
 
 Example:
     >>> search = search_pipeline(encoder, store)
-    >>> hits = run_pipeline(search, ["a red kangaroo", "a fire truck"], 5, "").get()[0]   # two lists of hits
+    >>> hits = run_pipeline(search, ["a red kangaroo", "a fire truck"], 5, "", Filters()).get()[0]  # two lists
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ _VISIBLE = re.compile(rf"[^\s{INVISIBLE}]")
 
 
 def search_pipeline(encoder: Encoder, store: ImageStore, cache: QueryCache | None = None):
-    """A Towhee pipeline: (texts, top_k, category) -> one list of `Hit` per text, best first.
+    """A Towhee pipeline: (texts, top_k, category, filters) -> one list of `Hit` per text, best first.
 
     With a `cache`, texts embedded recently are not embedded again.
     """
     embed = QueryCache(0) if cache is None else cache
     encoder, store, embed = Shared(encoder), Shared(store), Shared(embed)
     return (
-        pipe.input("texts", "top_k", "category")
+        pipe.input("texts", "top_k", "category", "filters")
         .map("texts", "embeddings", ops.t2i.text_embedding(encoder=encoder, cache=embed))
-        .map(("embeddings", "top_k", "category"), "hits", ops.t2i.milvus_search(store=store))
+        .map(("embeddings", "top_k", "category", "filters"), "hits", ops.t2i.milvus_search(store=store))
         .output("hits")
     )
 

@@ -76,6 +76,7 @@ class MilvusDatasink(Datasink):
                     **{k: str(batch[k][i]) for k in ("path", "label", "caption")},
                     **{k: int(batch[k][i]) for k in ("size", "mtime_ns")},
                     "replaces": int(batch["replaces"][i]) if batch["replaces"][i] >= 0 else None,
+                    **json.loads(str(batch["photo"][i])),
                 }
                 for i in images
             ]

@@ -1,6 +1,6 @@
 """The REST API over one shared `SearchEngine`: the FastAPI app, its routes by resource (taught in notebook 04).
 
-    GET    /search?q=&k=&category=   hits for a text query, best first
+    GET    /search?q=&k=&category=   hits for a text query, best first; &after=&before=&place=&camera=&text=
     POST   /search/image             hits for an uploaded picture (multipart field `file`), same k and category
     GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
     POST   /index?label=             add pictures (multipart field `files`, one or more) under a category
@@ -29,14 +29,13 @@ Example:
 
 import contextlib
 import io
-import threading
-import time
+import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Response
+from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse
 from PIL import Image
@@ -47,12 +46,16 @@ from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
 from ..engine import SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
+from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
-from .auth import LOOPBACK_HOSTS, RequestGuard, require_api_key
+from .auth import LOOPBACK_HOSTS, RequestGuard
 from .batching import SearchBatcher
 from .schemas import (
+    FILTERS_HEADER,
     NOTICE_HEADER,
     QUERY_PATTERN,
+    READ_HEADER,
+    SEARCH_HEADERS,
     DeletedOut,
     HealthOut,
     HitOut,
@@ -65,9 +68,9 @@ from .schemas import (
     hit_out,
     multipart_images,
 )
+from .service import Service
 from .uploads import (
     IMAGE_FORMATS,
-    MULTIPART_OVERHEAD,
     DeclaredSizeLimit,
     Picture,
     caption_from,
@@ -77,57 +80,6 @@ from .uploads import (
 
 MAX_ID = (1 << 63) - 1  # ids are 63-bit content hashes
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$"
-
-
-class _Service:
-    """What every route shares: the engine, the write lock, the upload folder, the limits, the category cache.
-
-    Categories are read again at most every `ttl` seconds, or after this server's own writes: another process
-    may write to a shared Milvus server.
-    """
-
-    def __init__(
-        self,
-        engine: SearchEngine,
-        upload_dir: str | Path | None,
-        max_top_k: int,
-        max_upload_bytes: int,
-        max_files: int,
-        api_key: str | None,
-        batcher: SearchBatcher | None,
-    ) -> None:
-        self.keyed = [Depends(require_api_key(api_key))] if api_key else []  # every route but /health
-        self.engine, self.max_top_k, self.max_files, self.batcher = engine, max_top_k, max_files, batcher
-        self.max_upload_bytes = max_upload_bytes
-        self.upload_dir = Path(upload_dir or Path(engine.config.data_dir) / "uploads").expanduser().resolve()
-        self.writing = threading.Lock()
-        self.limits = {
-            "/search/image": max_upload_bytes + MULTIPART_OVERHEAD,
-            "/index": max_files * (max_upload_bytes + MULTIPART_OVERHEAD),
-        }
-        self._names, self._read_at, self._lock, self.ttl = set(), float("-inf"), threading.Lock(), 10.0
-
-    def categories(self) -> set[str]:
-        with self._lock:
-            if time.monotonic() - self._read_at > self.ttl:
-                self._names, self._read_at = set(self.engine.store.categories()), time.monotonic()
-            return self._names
-
-    def forget_categories(self) -> None:
-        with self._lock:
-            self._read_at = float("-inf")
-
-    def check_category(self, category: str | None) -> str | None:
-        if not category:
-            return None
-        if category not in self.categories():
-            known = ", ".join(sorted(self.categories())) or "none: the index is empty"
-            raise HTTPException(404, f"no images in category {category[:100]!r}; known: {known}")
-        return category
-
-    def errors(self, *statuses: int) -> dict[int, dict]:
-        """The error responses of a route that takes the API key (401 when the server has one)."""
-        return errors(*statuses, *([401] if self.keyed else []))
 
 
 def create_api(
@@ -162,7 +114,7 @@ def create_api(
         >>> app = create_api(SearchEngine.open(), max_top_k=50)
     """
     batcher = SearchBatcher(engine, max_batch, batch_wait_ms) if max_batch > 1 else None
-    service = _Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key, batcher)
+    service = Service(engine, upload_dir, max_top_k, max_upload_bytes, max_files, api_key, batcher)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -189,47 +141,60 @@ def create_api(
 ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="the image's id, from a search hit")]
 
 
-def _search_routes(service: _Service) -> APIRouter:
+def _search_routes(service: Service) -> APIRouter:
     """GET /search (by text) and POST /search/image (by picture)."""
     engine, router = service.engine, APIRouter(tags=["search"], dependencies=service.keyed)
     TopK = Annotated[int, Query(ge=1, le=service.max_top_k, description=f"how many hits, 1 to {service.max_top_k}")]
     Category = Annotated[str | None, Query(max_length=512, description="only images with this label")]
-    notice = {NOTICE_HEADER: {"description": "why the query was shortened", "schema": {"type": "string"}}}
+    Day = Annotated[str | None, Query(pattern=DAY_PATTERN, description="taken on or after (after), on or before "
+                                      "(before): YYYY, YYYY-MM or YYYY-MM-DD")]  # fmt: skip
+    Name = Annotated[str | None, Query(max_length=200, description="city, region or country; camera make or model")]
 
     @router.get(
         "/search",
         response_model=list[HitOut],
-        responses={200: {"headers": notice}, **service.errors(404, 422, 503)},
-        summary="Search by text",
+        responses={200: {"headers": SEARCH_HEADERS}, **service.errors(404, 422, 503)},
+        summary="Search by text, and by when, where, which camera and the words in the photo",
     )
     async def search(
         response: Response,
         q: Annotated[
-            str,
+            str | None,
             Query(
                 min_length=1,
                 max_length=MAX_QUERY_CHARS,
                 pattern=QUERY_PATTERN,
-                description="what the picture shows, e.g. 'a fire truck' (not blank)",
+                description="what the picture shows, e.g. 'a fire truck in Lisbon 2022' (not blank); optional: "
+                "without it `text` ranks by the words in the photos, other filters (or none) list newest first",
             ),
-        ],
+        ] = None,
         k: TopK = engine.config.top_k,
         category: Category = None,
+        after: Day = None,
+        before: Day = None,
+        place: Name = None,
+        camera: Name = None,
+        text: Annotated[str | None, Query(max_length=200, pattern=r"[^\W_]", description="words in the photo")] = None,
+        literal: Annotated[bool, Query(description="do not read places, dates or quoted words in `q`")] = False,
     ) -> list[HitOut]:
-        """The `k` images that best match the text `q`, best first."""
-        try:
-            query = engine.prepare_query(q)
-        except ValueError as err:
-            raise HTTPException(422, f"q: {err}") from err
-        if query.notice:
-            response.headers[NOTICE_HEADER] = query.notice
-        if category:  # the category list may have to be read from Milvus: not on the event loop
+        """The `k` images that best match `q` among those that pass the filters, best first; the filters
+        applied (`T2I-Filters`), and which were read from `q` (`T2I-Filters-Read`), are in the headers."""
+        try:  # the category list, places and a filter-only listing read Milvus: not on the event loop
             category = await run_in_threadpool(service.check_category, category)
-        if service.batcher is None:
-            hits = await run_in_threadpool(engine.search, query, k, category)
-        else:
-            hits = await service.batcher.search(query, k, category)
-        return [hit_out(h) for h in hits]
+            filters = Filters(after=after, before=before, place=place, camera=camera, text=text)
+            search = service.batcher.search if service.batcher else None  # text searches join a batch
+            found = (
+                await run_in_threadpool(engine.find, q, filters, k, category, literal, search) if q or filters else None
+            )
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from err
+        if found and found.notice:
+            response.headers[NOTICE_HEADER] = found.notice
+        response.headers[FILTERS_HEADER] = json.dumps(found.filters.applied() if found else {})
+        response.headers[READ_HEADER] = json.dumps(found.understood if found else {})
+        return [
+            hit_out(h) for h in (found.hits if found else await run_in_threadpool(engine.store.newest, k, category))
+        ]
 
     @router.post(
         "/search/image",
@@ -253,7 +218,7 @@ def _search_routes(service: _Service) -> APIRouter:
     return router
 
 
-def _image_routes(service: _Service) -> APIRouter:
+def _image_routes(service: Service) -> APIRouter:
     """GET and DELETE /images/{id}: one indexed image."""
     engine, router = service.engine, APIRouter(tags=["images"], dependencies=service.keyed)
     picture = {"schema": {"type": "string", "format": "binary"}}
@@ -317,7 +282,7 @@ def _image_routes(service: _Service) -> APIRouter:
     return router
 
 
-def _index_routes(service: _Service) -> APIRouter:
+def _index_routes(service: Service) -> APIRouter:
     """POST /index: add uploaded pictures."""
     engine, router = service.engine, APIRouter(tags=["index"], dependencies=service.keyed)
     max_files, first = service.max_files, {"image_id": "$response.body#/images/0/id"}
@@ -382,7 +347,7 @@ def _index_routes(service: _Service) -> APIRouter:
     return router
 
 
-def _service_routes(service: _Service) -> APIRouter:
+def _service_routes(service: Service) -> APIRouter:
     """GET /health and GET /stats: the service itself."""
     engine, router = service.engine, APIRouter(tags=["service"])
 

@@ -1,7 +1,8 @@
 """The web app: a Gradio page for text -> image and image -> image search (taught in notebook 04).
 
-A query box, a top-k slider, a category filter and a gallery of results with rank, score and caption;
-upload a picture (or click a result) to see "more like this"; the index stats are shown on top. The app
+A query box, a top-k slider, a category filter, filters by date range, place, camera and text in the photo
+(notebook 06), and a gallery of results with rank, score and caption; upload a picture (or click a result) to see
+"more like this"; the index stats are shown on top, the filters applied beside the results. The app
 makes no outbound connection: analytics and the version check are off, the default theme uses local
 fonts, and it is mounted on our own FastAPI/uvicorn server (no `launch()`, so no share tunnel either).
 
@@ -24,6 +25,7 @@ from pymilvus.exceptions import MilvusException
 from ..data.images import ImageError, read_bytes
 from ..engine import SearchEngine
 from ..explore.widgets import thumbnail
+from ..store.filters import Filters
 from ..store.image_store import Hit, StoreError
 from .auth import SIGN_IN_MESSAGE, UI_PATH, sign_in
 from .uploads import decode_upload
@@ -48,6 +50,14 @@ def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Ima
     ]
 
 
+def applied_markdown(filters: Filters, understood: dict[str, str]) -> str:
+    """The filters a search applied, those read from the query marked, e.g. " · filters: place Lisbon (read)"."""
+    if not filters:
+        return ""
+    shown = [f"{k} *{v}*" + (" (read from the query)" if k in understood else "") for k, v in filters.applied().items()]
+    return " · filters: " + ", ".join(shown)
+
+
 def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int = 10 << 20) -> gr.Blocks:
     """A Gradio search page over `engine` (notebook 04); results show the engine's cached thumbnails.
 
@@ -67,12 +77,12 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
     def filter_of(category: str | None) -> str | None:
         return None if category in (None, "", ALL_CATEGORIES) else category
 
-    def show(hits: list[Hit], what: str, category: str | None, notice: str | None = None):
+    def show(hits: list[Hit], what: str, category: str | None, notice: str | None = None, applied: str = ""):
         where = f" in *{category}*" if filter_of(category) else ""
         if not hits:
-            return [], f"Nothing found for {what}{where}: is anything indexed?", []
+            return [], f"Nothing found for {what}{where}{applied}: is anything indexed?", []
         note = f" ({notice})" if notice else ""
-        return gallery_items(engine, hits), f"Top {len(hits)} for {what}{where}{note}", hits
+        return gallery_items(engine, hits), f"Top {len(hits)} for {what}{where}{note}{applied}", hits
 
     def refused(message: str):
         return [], f"⚠️ {message}", []
@@ -90,35 +100,48 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
         return run
 
     @answering
-    def by_text(text: str, k: float, category: str | None):
-        try:
-            query = engine.prepare_query(text)
-        except ValueError as err:  # empty or over-long: say what to change
+    def by_text(text: str, k: float, category: str | None, literal: bool, *when_where: str):
+        try:  # empty, over-long, a date that is not one: say what to change
+            found = engine.find(text, Filters(*when_where), int(k), filter_of(category), literal=literal)
+        except ValueError as err:
             return refused(str(err))
-        hits = engine.search(query, int(k), filter_of(category))
-        return show(hits, f"“{query.text}”", category, query.notice)
+        what = f"“{found.text}”" if found.text else "the newest photos"
+        return show(found.hits, what, category, found.notice, applied_markdown(found.filters, found.understood))
 
     @answering
-    def by_image(upload: str | None, k: float, category: str | None):
+    def by_image(upload: str | None, k: float, category: str | None, literal: bool, *when_where: str):
         if upload is None:
             return refused("upload a picture first")
         try:  # the API's upload check: format from the header first, then a bounded decode
             _, image = decode_upload("the picture", read_bytes(upload, max_upload_bytes))
-            hits = engine.search_image(image, int(k), filter_of(category))
+            chosen = Filters(*when_where)
+            hits = engine.search_image(image, int(k), filter_of(category), chosen)
         except HTTPException as err:
             return refused(f"cannot use that picture: {err.detail}")
         except (ImageError, ValueError) as err:
-            return refused(f"cannot read that picture: {err}")
-        return show(hits, "the uploaded picture", category)
+            return refused(f"cannot use that picture or filter: {err}")
+        return show(hits, "the uploaded picture", category, applied=applied_markdown(chosen, {}))
 
     @answering
-    def more_like(shown: list[Hit], k: float, category: str | None, event: gr.SelectData):
+    def more_like(
+        shown: list[Hit],
+        k: float,
+        category: str | None,
+        literal: bool,
+        after: str,
+        before: str,
+        place: str,
+        camera: str,
+        text: str,
+        event: gr.SelectData,
+    ):
         hit = shown[event.index]
         try:
-            hits = engine.search_image(hit.path, int(k), filter_of(category))
-        except ImageError as err:  # the file was removed after it was indexed
-            return refused(f"cannot read {hit.path}: {err}")
-        return show(hits, f"pictures like “{hit.caption or hit.label}”", category)
+            chosen = Filters(after, before, place, camera, text)
+            hits = engine.search_image(hit.path, int(k), filter_of(category), chosen)
+        except (ImageError, ValueError) as err:  # the file was removed after it was indexed, or a bad filter
+            return refused(f"cannot search like {hit.path}: {err}")
+        return show(hits, f"pictures like “{hit.caption or hit.label}”", category, applied=applied_markdown(chosen, {}))
 
     def refresh():
         choices = [ALL_CATEGORIES, *engine.store.categories()]
@@ -135,6 +158,19 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
         with gr.Row():
             k = gr.Slider(1, max_top_k, value=top_k, step=1, label="top k", elem_id="top-k")
             category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Category", elem_id="category")
+        with gr.Accordion("When, where, which camera, words in the photo", open=False):
+            with gr.Row():
+                after = gr.Textbox(
+                    label="Taken on or after", placeholder="YYYY, YYYY-MM or YYYY-MM-DD", elem_id="after"
+                )
+                before = gr.Textbox(label="Taken on or before", placeholder="e.g. 2022-06", elem_id="before")
+                place = gr.Textbox(label="Place", placeholder="city, region or country", elem_id="place")
+                camera = gr.Textbox(label="Camera", placeholder="make or model, e.g. canon", elem_id="camera")
+                text = gr.Textbox(label="Text in photo", placeholder="e.g. gelateria", elem_id="text")
+            literal = gr.Checkbox(
+                label="Search my words as they are (do not read places, dates or quoted words as filters)",
+                elem_id="literal",
+            )
         with gr.Accordion("More like this: search with a picture", open=False):
             upload = gr.Image(  # a file path: Gradio opens only its header, our check decodes it (bounded)
                 label="Picture",
@@ -155,10 +191,10 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
             elem_id="results",
         )
         shown = gr.State([])
-        outputs = [gallery, status, shown]
-        gr.on([query.submit, search.click], by_text, [query, k, category], outputs)
-        gr.on([upload.upload, by_picture.click], by_image, [upload, k, category], outputs)
-        gallery.select(more_like, [shown, k, category], outputs)
+        outputs, options = [gallery, status, shown], [k, category, literal, after, before, place, camera, text]
+        gr.on([query.submit, search.click], by_text, [query, *options], outputs)
+        gr.on([upload.upload, by_picture.click], by_image, [upload, *options], outputs)
+        gallery.select(more_like, [shown, *options], outputs)
         demo.load(refresh, None, [stats, category])  # every page load: the index may have grown
     return demo
 

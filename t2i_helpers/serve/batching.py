@@ -2,27 +2,28 @@
 
 Requests that arrive while a batch runs wait in a queue; the next batch takes all of them, up to `max_batch`,
 and runs them through the search pipeline together (`SearchEngine.search_many`), one pipeline run per distinct
-(top_k, category), since one Milvus search has one filter. When the last batch held more than one request
-(there is load), a batch also waits up to `max_wait_ms` for more to arrive; a request reaching an idle server
-runs at once, so a lone user pays no wait. Each request gets exactly the hits it would get alone: the int8
-text tower scales each token on its own, so an embedding does not depend on the texts beside it.
+(top_k, category, filters): one Milvus search has one filter expression. When the last batch held more than
+one request (there is load), a batch also waits up to `max_wait_ms` for more to arrive; a request reaching an
+idle server runs at once, so a lone user pays no wait. Each request gets exactly the hits it would get alone:
+the int8 text tower scales each token on its own, so an embedding does not depend on the texts beside it.
 
 Example:
     >>> batcher = SearchBatcher(engine, max_batch=32, max_wait_ms=2)
-    >>> hits = await batcher.search(engine.prepare_query("a red kangaroo"), top_k=5)   # in a FastAPI route
+    >>> hits = batcher.search(engine.prepare_query("a red kangaroo"), top_k=5)   # on each request's thread
 """
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import Future
 from typing import NamedTuple
 
 from ..engine import SearchEngine
 from ..pipelines.search import Query
+from ..store.filters import Filters
 from ..store.image_store import Hit
 
 
@@ -30,8 +31,8 @@ class _Request(NamedTuple):
     query: Query
     top_k: int
     category: str | None
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    filters: Filters
+    future: Future
 
 
 class SearchBatcher:
@@ -46,16 +47,23 @@ class SearchBatcher:
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock, self._thread = threading.Lock(), None
 
-    async def search(self, query: Query, top_k: int, category: str | None = None) -> list[Hit]:
-        """The hits for `query`, searched together with whatever other queries are waiting."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    def search(
+        self, query: Query, top_k: int, category: str | None = None, filters: Filters | None = None
+    ) -> list[Hit]:
+        """The hits for `query`, searched together with whatever other queries are waiting (blocks until then)."""
+        return self.submit(query, top_k, category, filters).result()
+
+    def submit(
+        self, query: Query, top_k: int, category: str | None = None, filters: Filters | None = None
+    ) -> Future[list[Hit]]:
+        """Queue `query` for the next batch; the future holds its hits (or the error its group raised)."""
+        future: Future[list[Hit]] = Future()
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="t2i-search-batcher", daemon=True)
                 self._thread.start()
-            self._queue.put(_Request(query, top_k, category, loop, future))
-        return await future
+            self._queue.put(_Request(query, top_k, category, filters or Filters(), future))
+        return future
 
     def close(self) -> None:
         """Stop the worker once the batches already queued are answered."""
@@ -83,23 +91,16 @@ class SearchBatcher:
             self._answer(batch)
 
     def _answer(self, batch: list[_Request]) -> None:
-        groups: dict[tuple[int, str | None], list[_Request]] = defaultdict(list)
+        groups: dict[tuple[int, str | None, Filters], list[_Request]] = defaultdict(list)
         for request in batch:
-            groups[request.top_k, request.category].append(request)
-        for (top_k, category), requests in groups.items():
+            if request.future.set_running_or_notify_cancel():  # False: the caller has gone
+                groups[request.top_k, request.category, request.filters].append(request)
+        for (top_k, category, filters), requests in groups.items():
             try:
-                results = self.engine.search_many([r.query for r in requests], top_k, category)
+                results = self.engine.search_many([r.query for r in requests], top_k, category, filters)
             except Exception as err:  # every request of the group gets the error its route turns into a status
                 for request in requests:
-                    request.loop.call_soon_threadsafe(_settle, request.future, None, err)
+                    request.future.set_exception(err)
             else:
                 for request, hits in zip(requests, results):
-                    request.loop.call_soon_threadsafe(_settle, request.future, hits, None)
-
-
-def _settle(future: asyncio.Future, hits: list[Hit] | None, error: Exception | None) -> None:
-    if not future.done():  # the client may have gone (the request was cancelled)
-        if error is None:
-            future.set_result(hits)
-        else:
-            future.set_exception(error)
+                    request.future.set_result(hits)

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 # sees it), a control character nor an invisible one. Escapes only, so Python, Rust (pydantic) and ECMA agree.
 QUERY_PATTERN = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000" + INVISIBLE + "]"
 NOTICE_HEADER = "T2I-Query-Notice"
+FILTERS_HEADER = "T2I-Filters"  # the filters a search applied, as JSON (ASCII)
+READ_HEADER = "T2I-Filters-Read"  # those of them read from the query
+SEARCH_HEADERS = {  # what GET /search answers in headers, for the OpenAPI document
+    NOTICE_HEADER: {"description": "why the query was shortened", "schema": {"type": "string"}},
+    FILTERS_HEADER: {"description": "the filters applied, as a JSON object", "schema": {"type": "string"}},
+    READ_HEADER: {"description": "those of them read from `q`, as a JSON object", "schema": {"type": "string"}},
+}
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -38,6 +45,13 @@ class HitOut(BaseModel):
     label: str = Field(description="the image's category")
     image_url: str = Field(description="where to GET the image")
     thumbnail_url: str = Field(description="where to GET a small upright JPEG of it (for result grids)")
+    taken_at: str | None = Field(
+        description="when it was taken, ISO 8601 (with the UTC offset where the photo gave one; the file's time "
+        "where it has no EXIF date), or null"
+    )
+    place: str = Field(description="where it was taken (city, region, country from its GPS), or empty")
+    camera: str = Field(description="the camera's make and model, or empty")
+    text: str = Field(description="the words read in it (`t2i index --ocr`), or empty")
 
 
 class SkippedOut(BaseModel):

@@ -1,7 +1,9 @@
 """The Milvus collection's layout: its fields and meta record, made, checked and migrated (notebook 01).
 
-A t2i collection holds id (content hash), path, label, caption, the file's size and mtime, the embedding and,
-where the deployment has BM25 (milvus-lite, Milvus >= 2.5), the words of the path as a keyword field. Its
+A t2i collection holds id (content hash), path, label, caption, the file's size and mtime, the embedding, what
+the photo's header says (time taken, camera, place: `PHOTO_FIELDS`, notebook 06) and the text read in it, and,
+where the deployment has BM25 (milvus-lite, Milvus >= 2.5), the words of the path and of that text as a keyword
+field. Its
 description records `t2i {"schema_version", "encoder", "dim", "keywords"}`; `ImageStore` checks that record
 on open and migrates an older schema in place, through a backup collection, so no row is ever lost.
 """
@@ -12,14 +14,33 @@ import json
 
 from pymilvus import DataType, MilvusClient
 
-from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, path_keywords
+from ..data.exif import NO_OFFSET, NO_TIME
+from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, row_keywords
 
-SCHEMA_VERSION = 2  # 2 added size, mtime_ns and (where supported) keywords; version 1 is migrated on open
+# 2 added size, mtime_ns and (where supported) keywords; 3 the photo fields. Versions 1 and 2 are migrated on open.
+SCHEMA_VERSION = 3
 META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 # Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
 LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
 TEXT_FIELDS = {"path": 4096, "label": 512, "caption": 2048}  # VARCHAR max_length
 FILE_FIELDS = ("size", "mtime_ns")  # INT64: the file's size in bytes and modification time; -1 = not known
+# Schema 3: the photo's time, camera and place (data/exif.py) and the text read in it (OCR), each with its value
+# for "not known yet": taken_from "" marks a row whose header was not read (migrated), ocr_read False one whose
+# text was not read. ocr_key is the text as `filters.text_key` matches it.
+PHOTO_FIELDS = {
+    "taken_at": NO_TIME,
+    "taken_offset": NO_OFFSET,
+    "taken_from": "",
+    "camera": "",
+    "camera_keys": [],
+    "place": "",
+    "place_keys": [],
+    "ocr_text": "",
+    "ocr_key": "",
+    "ocr_read": False,
+}
+MAX_OCR_BYTES = 4096
+KEYS_CAPACITY = 6  # names in camera_keys (make, its first word, model, model without make, both) and place_keys
 INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
 
 
@@ -53,7 +74,7 @@ class CollectionLayout:
         version = found.get("schema_version")
         if version not in versions:
             raise StoreError(
-                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION} and 1: "
+                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION}, 2 and 1: "
                 "upgrade t2i to the version that wrote it, or index into another --collection"
             )
         if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
@@ -70,11 +91,12 @@ class CollectionLayout:
         return version
 
     def _migrate(self) -> None:
-        """Bring a version-1 collection to this schema in place; every step can be cut off and run again.
+        """Bring a version-1 or -2 collection to this schema in place; every step can be cut off and run again.
 
         milvus-lite can neither add fields nor rename collections, so the rows are copied into a backup
-        collection of this schema, the collection is made anew and the rows copied back (size and mtime not
-        known: the next index re-reads those files once); the backup is dropped only when every row is back.
+        collection of this schema, the collection is made anew and the rows copied back, vectors and all (fields
+        the old schema lacks are "not known": the next index reads those headers, or files, once); the backup
+        is dropped only when every row is back.
         """
         if not self.client.has_collection(self._backup):
             self._create(self._backup)
@@ -89,11 +111,13 @@ class CollectionLayout:
         self.client.drop_collection(self._backup)
 
     def _copy_rows(self, source: str, target: str) -> None:
-        """Upsert every row of `source` into `target` (fields `source` lacks are -1, not known); check the count."""
-        rows = self.scan(["id", *TEXT_FIELDS, "embedding"], collection=source)
+        """Upsert every row of `source` into `target` (fields `source` lacks are not known); check the count."""
+        has = {f["name"] for f in self.client.describe_collection(source)["fields"]}
+        wanted = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS, "embedding"]
+        rows = [dict(row) for row in self.scan([f for f in wanted if f in has], collection=source)]
         for row in rows:
-            row.setdefault("size", -1)
-            row.setdefault("mtime_ns", -1)
+            for field, unknown in {**dict.fromkeys(FILE_FIELDS, -1), **PHOTO_FIELDS}.items():
+                row.setdefault(field, unknown)
         for lo in range(0, len(rows), INSERT_CHUNK):
             self.client.upsert(target, self._with_keywords(rows[lo : lo + INSERT_CHUNK]))
         self.client.flush(target)
@@ -119,6 +143,7 @@ class CollectionLayout:
             schema.add_field(field, DataType.VARCHAR, max_length=max_length)
         for field in FILE_FIELDS:
             schema.add_field(field, DataType.INT64)
+        add_photo_fields(schema)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
         index = self.client.prepare_index_params()
         index.add_index(
@@ -137,8 +162,27 @@ class CollectionLayout:
         )
 
     def _with_keywords(self, rows: list[dict]) -> list[dict]:
-        """`rows` with the words of each one's path as its keywords, where the collection has that field."""
+        """`rows` with the words of each one's path and text as its keywords, where the collection has that field."""
         if self.meta.get("keywords"):
             for row in rows:
-                row[KEYWORD_FIELD] = clip_text(path_keywords(row["path"]), MAX_KEYWORD_BYTES)
+                row[KEYWORD_FIELD] = clip_text(row_keywords(row["path"], row.get("ocr_text", "")), MAX_KEYWORD_BYTES)
         return rows
+
+
+def add_photo_fields(schema) -> None:
+    """Add the schema-3 fields (`PHOTO_FIELDS`): scalars, and arrays of names for `array_contains` filters."""
+    schema.add_field("taken_at", DataType.INT64)
+    schema.add_field("taken_offset", DataType.INT64)
+    schema.add_field("taken_from", DataType.VARCHAR, max_length=8)
+    for field in ("camera", "place"):
+        schema.add_field(field, DataType.VARCHAR, max_length=512)
+        schema.add_field(
+            f"{field}_keys",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=KEYS_CAPACITY,
+            max_length=512,
+        )
+    schema.add_field("ocr_text", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
+    schema.add_field("ocr_key", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
+    schema.add_field("ocr_read", DataType.BOOL)

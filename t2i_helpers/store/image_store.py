@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -30,13 +31,17 @@ from ..config import Config
 from ..models.encoders import Encoder
 from .collection import (
     FILE_FIELDS,
+    MAX_OCR_BYTES,
     META_PREFIX,
+    PHOTO_FIELDS,
     SCHEMA_VERSION,
     TEXT_FIELDS,
     CollectionLayout,
     StoreError,
     clip_text,
 )
+from .filters import Filters, quote, text_key, where
+from .hits import OUTPUT_FIELDS, Hit, to_hit, to_hits
 
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
@@ -48,38 +53,18 @@ VECTOR_WINDOW = 256
 # failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
 LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
-OUTPUT_FIELDS = list(TEXT_FIELDS)
-
-
-class Hit(NamedTuple):
-    """One search result."""
-
-    id: int
-    score: float
-    path: str
-    label: str
-    caption: str
+ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
+PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
 
 
 class FileState(NamedTuple):
-    """What the store knows of one file: its row's id (content hash), size and modification time."""
+    """What the store knows of one file: its row's id (content hash), size and modification time, and whether
+    its header was read (a row migrated from schema 2 waits for the next index to read it)."""
 
     id: int
     size: int
     mtime_ns: int
-
-
-def quote(text: str) -> str:
-    """A Milvus expression string literal (json.dumps would write non-ASCII as \\uXXXX, which Milvus refuses)."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def label_filter(category: str | None) -> str:
-    """A Milvus boolean expression selecting one category, or "" for all."""
-    if not category:
-        return ""
-    return "label == " + quote(category)
+    described: bool = True
 
 
 def read_meta(config: Config) -> dict | None:
@@ -119,6 +104,7 @@ class ImageStore(CollectionLayout):
             self.meta["encoder_spec"] = encoder_spec
         self.client = self._connect(config)
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
+        self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
         try:
             if reset:
                 for name in (self.collection, self._backup):
@@ -128,9 +114,9 @@ class ImageStore(CollectionLayout):
                 self._check_meta(self._backup, SCHEMA_VERSION)
                 self._migrate()
             elif self.client.has_collection(self.collection):
-                version = self._check_meta(self.collection, SCHEMA_VERSION, 1)
+                version = self._check_meta(self.collection, SCHEMA_VERSION, 2, 1)
                 self.client.load_collection(self.collection)  # a reopened collection starts released
-                if version == 1:
+                if version != SCHEMA_VERSION:
                     self._migrate()
             else:
                 self._create(self.collection)
@@ -185,10 +171,12 @@ class ImageStore(CollectionLayout):
                 "id": int(row["id"]),
                 **{k: clip_text(str(row.get(k) or ""), n) for k, n in TEXT_FIELDS.items()},
                 **{k: int(row.get(k, -1)) for k in FILE_FIELDS},
+                **{k: row.get(k, unknown) for k, unknown in PHOTO_FIELDS.items()},
                 "embedding": vector.tolist(),
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
         ]
+        self._places = None
         return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
 
     def flush(self) -> None:
@@ -209,28 +197,38 @@ class ImageStore(CollectionLayout):
         for lo in range(0, len(paths), chunk):
             listed = ", ".join(quote(p) for p in paths[lo : lo + chunk])
             rows = self.client.query(
-                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *FILE_FIELDS]
+                self.collection, filter=f"path in [{listed}]", output_fields=["id", "path", *FILE_FIELDS, "taken_from"]
             )
-            found.update({r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"])) for r in rows})
+            found.update(
+                {
+                    r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), bool(r["taken_from"]))
+                    for r in rows
+                }
+            )
         return found
 
-    def set_files(self, rows: Sequence[dict]) -> None:
-        """Point stored rows (by `id`) at a file's `path`, `size` and `mtime_ns` again, keeping vector and text.
+    def update(self, changes: dict[int, dict]) -> None:
+        """Change some fields of stored rows (by id), keeping their vectors and other fields.
 
-        For a file whose bytes are indexed already but whose size or time changed (touched or copied back), or
-        that moved from a path that is gone, so that the next index skips it without opening it.
+        For a file's new path, size and mtime_ns (a file whose bytes are indexed already but whose size or time
+        changed, or that moved from a path that is gone, so that the next index skips it without opening it),
+        the metadata of its header (`exif.photo_metadata`), or the text read in it (`ocr_text`, which also sets
+        `ocr_key`, `ocr_read` and the keywords). Ids no longer stored are left out.
         """
-        changes = {int(r["id"]): r for r in rows}
         if not changes:
             return
-        stored = self.client.get(self.collection, ids=list(changes), output_fields=["id", *TEXT_FIELDS, "embedding"])
+        stored = self.client.get(self.collection, ids=list(changes), output_fields=[*ROW_FIELDS, "embedding"])
         updated = []
         for row in map(dict, stored):
-            change = changes[int(row["id"])]
-            path = clip_text(str(change["path"]), TEXT_FIELDS["path"])
-            updated.append({**row, "path": path, **{k: int(change[k]) for k in FILE_FIELDS}})
+            row.update(changes[int(row["id"])])
+            row["path"] = clip_text(str(row["path"]), TEXT_FIELDS["path"])
+            if "ocr_text" in changes[int(row["id"])]:
+                row["ocr_text"] = clip_text(row["ocr_text"], MAX_OCR_BYTES)
+                row.update(ocr_key=clip_text(text_key(row["ocr_text"]), MAX_OCR_BYTES), ocr_read=True)
+            updated.append(row)
         if updated:
             self.client.upsert(self.collection, self._with_keywords(updated))
+        self._places = None
 
     def scan(
         self,
@@ -238,8 +236,9 @@ class ImageStore(CollectionLayout):
         low: int = 0,
         high: int = (1 << 63) - 1,
         collection: str | None = None,
+        expression: str = "",
     ) -> list[dict]:
-        """Every row with ids in [low, high] and the given fields, however many there are.
+        """Every row with ids in [low, high] (that passes `expression`) and the given fields, however many there are.
 
         Ids are uniform 63-bit content hashes: a range that fills one query window is split in halves; the
         window is small when vectors come back (`VECTOR_WINDOW`). (milvus-lite lacks the timestamp call that
@@ -247,23 +246,23 @@ class ImageStore(CollectionLayout):
         """
         name = collection or self.collection
         window = VECTOR_WINDOW if "embedding" in fields else QUERY_WINDOW
+        condition = f"id >= {low} and id <= {high}" + (f" and ({expression})" if expression else "")
         # list(): pymilvus fills vectors in lazily on item access, and `+` of two results would copy unfilled rows
-        rows = list(self.client.query(name, filter=f"id >= {low} and id <= {high}", output_fields=fields, limit=window))
+        rows = list(self.client.query(name, filter=condition, output_fields=fields, limit=window))
         if len(rows) < window or low == high:
             return rows
         middle = (low + high) // 2
-        return self.scan(fields, low, middle, name) + self.scan(fields, middle + 1, high, name)
+        return self.scan(fields, low, middle, name, expression) + self.scan(fields, middle + 1, high, name, expression)
 
     def paths(self) -> dict[int, str]:
         """Every stored id with its path."""
         return {int(r["id"]): r["path"] for r in self.scan(["path"])}
 
     def get(self, ids: Iterable[int]) -> list[dict]:
-        """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns; missing ids are
-        left out."""
+        """The stored rows (without vectors) for `ids`: id, path, label, caption, size, mtime_ns and the photo
+        fields; missing ids are left out."""
         ids = [int(i) for i in ids]
-        fields = ["id", *TEXT_FIELDS, *FILE_FIELDS]
-        return list(self.client.get(self.collection, ids=ids, output_fields=fields)) if ids else []
+        return list(self.client.get(self.collection, ids=ids, output_fields=ROW_FIELDS)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:
         """Delete rows by id (missing ids are ignored)."""
@@ -282,8 +281,11 @@ class ImageStore(CollectionLayout):
         """The distinct non-empty labels, sorted."""
         return sorted({r["label"] for r in self.scan(["label"])} - {""})
 
-    def search(self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None) -> list[list[Hit]]:
-        """The `top_k` most similar images for each query embedding, best first, optionally in one category."""
+    def search(
+        self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None, filters: Filters | None = None
+    ) -> list[list[Hit]]:
+        """The `top_k` most similar images for each query embedding, best first, optionally in one category and
+        only among those that pass `filters` (applied inside Milvus)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         queries = np.atleast_2d(np.asarray(embeddings, np.float32))
@@ -294,11 +296,44 @@ class ImageStore(CollectionLayout):
             data=queries.tolist(),
             anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
             limit=top_k,
-            filter=label_filter(category),
+            filter=self.where(category, filters),
             output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
             search_params={"metric_type": self.config.metric},
         )
         return to_hits(results)
+
+    def where(self, category: str | None, filters: Filters | None) -> str:
+        """The filter expression of a search; refuses, in one sentence, a text filter the server cannot run.
+
+        Raises:
+            StoreError: a Milvus 2.3 server matches LIKE patterns by prefix only, so it cannot find words inside
+                the text read in a photo.
+        """
+        expression = where(category, filters)
+        if filters and filters.text and not self.config.is_lite:
+            try:
+                self.client.query(self.collection, filter='ocr_key like "%a%"', output_fields=["id"], limit=1)
+            except MilvusException as err:
+                raise StoreError(
+                    "searching the text in photos needs LIKE '%word%', which this Milvus server matches by prefix "
+                    "only: use Milvus >= 2.4 or milvus-lite"
+                ) from err
+        return expression
+
+    def newest(self, top_k: int, category: str | None = None, filters: Filters | None = None) -> list[Hit]:
+        """The `top_k` newest images (by time taken; those with none last) that pass `filters`; score 0."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        rows = self.scan(["id", *OUTPUT_FIELDS], expression=self.where(category, filters))
+        rows.sort(key=lambda r: (-r["taken_at"], r["path"]))
+        return [to_hit(row, 0.0) for row in rows[:top_k]]
+
+    def places(self) -> set[str]:
+        """Every place name stored (city, region, country; lowercase), read again after `PLACES_MAX_AGE_S`."""
+        if self._places is None or time.monotonic() - self._places[0] > PLACES_MAX_AGE_S:
+            names = {n for r in self.scan(["place_keys"], expression="taken_from != ''") for n in r["place_keys"]}
+            self._places = (time.monotonic(), names)
+        return self._places[1]
 
     def info(self) -> dict:
         """Collection name, URI, encoder, dim, schema version, keywords (a BM25 field or not), index type, metric
@@ -325,11 +360,3 @@ def milvus_client(config: Config) -> MilvusClient:
     """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses."""
     options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
     return MilvusClient(uri=config.uri, token=config.token, **options)
-
-
-def to_hits(results) -> list[list[Hit]]:
-    """Milvus search results as `Hit` lists."""
-    return [
-        [Hit(int(h["id"]), float(h["distance"]), **{k: h["entity"][k] for k in OUTPUT_FIELDS}) for h in hits]
-        for hits in results
-    ]

@@ -1,9 +1,10 @@
 """The keyword field: each file's folder and file names, searched with BM25 beside the vectors (notebook 05).
 
 A row's keywords are the words of its path, e.g. `.../animals/mammals/dogs/dog.png` -> "... animals mammals
-dogs dog"; never its caption. Milvus (>= 2.5, and milvus-lite 2.5) turns them into a sparse BM25 vector with its
-own `Function`, so one collection answers vector, keyword and hybrid (`hybrid_search`) queries. Older servers have
-no sparse vectors: whether a deployment can hold the field is measured (`keyword_support`), not assumed.
+dogs dog", and the words read in the photo (OCR, notebook 06); never its caption. Milvus (>= 2.5, and
+milvus-lite 2.5) turns them into a sparse BM25 vector with its own `Function`, so one collection answers vector,
+keyword and hybrid (`hybrid_search`) queries. Older servers have no sparse vectors: whether a deployment can hold
+the field is measured (`keyword_support`), not assumed.
 
 Example:
     >>> path_keywords("/photos/animals/mammals/dogs/dog.png")
@@ -41,6 +42,11 @@ def path_keywords(path: str) -> str:
     parts = PurePath(path)
     text = " ".join([*parts.parent.parts, parts.stem])
     return " ".join(w.lower() for w in _WORDS.findall(_CAMEL.sub(" ", text)))
+
+
+def row_keywords(path: str, text: str = "") -> str:
+    """A row's keywords: the words of its path, then those of the text read in the photo (lowercased)."""
+    return " ".join([path_keywords(path), *(w.lower() for w in _WORDS.findall(text))]).strip()
 
 
 def add_keyword_fields(schema, index_params) -> None:

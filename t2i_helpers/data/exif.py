@@ -1,0 +1,137 @@
+"""What a photo's header says: when it was taken, with which camera, where (offline), for filters (notebook 06).
+
+Read from the EXIF block Pillow already parsed while opening the file (`Image.getexif()`), so indexing decodes
+nothing more. The time is EXIF DateTimeOriginal with its OffsetTimeOriginal when the camera wrote one; a photo
+without it gets its file's modification time, marked `taken_from="file"`, as photo apps do. The place is the
+GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package).
+
+Example:
+    >>> with Image.open("IMG_0001.JPG") as pil:
+    ...     photo_metadata(pil.getexif(), mtime_ns=0)["place"]
+    'Lisbon, Lisbon, Portugal'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from .images import register_heif
+
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+MAKE, MODEL = 0x010F, 0x0110
+DATE_TAKEN, OFFSET_TAKEN = 0x9003, 0x9011  # DateTimeOriginal, OffsetTimeOriginal
+NO_TIME = -(1 << 62)  # taken_at of a photo whose time is not known
+NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did not say
+MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
+_DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
+_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
+
+
+def photo_metadata(exif: Image.Exif | None, mtime_ns: int) -> dict:
+    """The fields stored beside a photo's vector, from its parsed EXIF (None: the format has none).
+
+    Returns:
+        taken_at (the local wall-clock time as seconds since 1970, `NO_TIME` if not known), taken_offset
+        (minutes east of UTC, `NO_OFFSET` if not known), taken_from ("exif", "file" or "none"), camera and
+        place (shown), camera_keys and place_keys (lowercase names a filter matches). A broken tag is read as
+        missing: the photo is still indexed.
+    """
+    exif = exif if exif is not None else Image.Exif()
+    taken = _taken(exif)
+    if taken is not None:
+        (taken_at, offset), source = taken, "exif"
+    elif mtime_ns >= 0:
+        local = dt.datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+        taken_at = int(local.replace(tzinfo=dt.UTC).timestamp())
+        offset, source = int(local.utcoffset().total_seconds() // 60), "file"
+    else:
+        taken_at, offset, source = NO_TIME, NO_OFFSET, "none"
+    return {
+        "taken_at": taken_at,
+        "taken_offset": offset,
+        "taken_from": source,
+        **_camera(exif),
+        **_place(exif),
+    }
+
+
+def header_metadata(source: str | Path | bytes, mtime_ns: int) -> dict:
+    """`photo_metadata` of a file (a path, or its bytes) from its header only, no pixels decoded; a file that
+    cannot be opened has only its file time."""
+    register_heif()
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
+            exif = pil.getexif()
+    except Exception:  # an unreadable header is a photo without EXIF, not a failed index
+        exif = None
+    return photo_metadata(exif, mtime_ns)
+
+
+def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
+    """The stored time as ISO 8601 (with its UTC offset where known), or None where the time is not known."""
+    if source not in ("exif", "file") or taken_at == NO_TIME:
+        return None
+    local = dt.datetime.fromtimestamp(taken_at, dt.UTC).replace(tzinfo=None)
+    if offset != NO_OFFSET:
+        local = local.replace(tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
+    return local.isoformat()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="ignore")
+    return " ".join(str(value).replace("\x00", " ").split()) if value is not None else ""
+
+
+def _taken(exif: Image.Exif) -> tuple[int, int] | None:
+    """(local wall-clock seconds, offset minutes) from DateTimeOriginal and OffsetTimeOriginal, or None."""
+    try:
+        details = exif.get_ifd(EXIF_IFD)
+        match = _DATE.match(_text(details.get(DATE_TAKEN)))
+        if not match:
+            return None
+        local = dt.datetime(*map(int, match.groups()), tzinfo=dt.UTC)
+        offset = _OFFSET.fullmatch(_text(details.get(OFFSET_TAKEN)))
+        minutes = NO_OFFSET
+        if offset:
+            minutes = (1 if offset[1] == "+" else -1) * (int(offset[2]) * 60 + int(offset[3]))
+        return int(local.timestamp()), minutes
+    except Exception:  # a broken IFD or an impossible date (month 13) is no date
+        return None
+
+
+def _camera(exif: Image.Exif) -> dict:
+    make, model = _text(exif.get(MAKE))[:120], _text(exif.get(MODEL))[:120]
+    shown = model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+    bare = model[len(make) :].strip() if model.lower().startswith(make.lower()) else model  # "EOS R5"
+    keys = {name.lower() for name in (make, make.split(" ")[0], model, bare, shown)} - {""}
+    return {"camera": shown, "camera_keys": sorted(keys)}
+
+
+def _degrees(value, ref: object) -> float:
+    degrees, minutes, seconds = (float(v) for v in value)
+    sign = -1 if _text(ref).upper() in ("S", "W") else 1
+    return sign * (degrees + minutes / 60 + seconds / 3600)
+
+
+def _place(exif: Image.Exif) -> dict:
+    try:
+        gps = exif.get_ifd(GPS_IFD)
+        lat, lon = _degrees(gps[2], gps.get(1)), _degrees(gps[4], gps.get(3))
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValueError("out of range")
+    except Exception:  # no GPS, or a broken one: no place
+        return {"place": "", "place_keys": []}
+    import reverse_geocode  # loads GeoNames' cities (~0.5 s) on the first photo with a position
+
+    found = reverse_geocode.get((lat, lon), min_population=MIN_POPULATION)
+    names = [found.get(k, "") for k in ("city", "state", "country")]
+    return {
+        "place": ", ".join(dict.fromkeys(n for n in names if n)),
+        "place_keys": sorted({n.lower()[:120] for n in names} - {""}),
+    }

@@ -1,0 +1,87 @@
+"""The OCR pass: the words in each stored photo that has none read yet, stored beside its vector (notebook 06).
+
+    rows with ocr_read false (under a folder) -> a few at a time: read and decode -> read the text -> store it
+
+OCR costs far more than embedding (~0.6 s a photo on a busy CPU), so it is its own pass over what is stored:
+`t2i index FOLDER --ocr` embeds the new photos first, then reads the text of every photo of the folder that has
+none yet, and nothing is embedded again. Each batch is stored (`ocr_read` set) before the next is read, so a run
+killed part way loses at most one batch, and the next run reads only what was not stored.
+
+Example:
+    >>> read_text(engine.store, read_texts, root="photos/")      # read_texts from models/ocr.py
+    OcrReport(read=12, with_text=3, skipped=[])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.images import ImageError, content_id, decode_image, read_bytes
+from ..store.image_store import ImageStore
+from .operators import Skipped
+
+OCR_BATCH = 4  # photos decoded at full size and read per batch: bounds memory (12 MP RGB is 36 MB)
+
+Reader = Callable[[Sequence[np.ndarray]], list[str]]  # RGB photos -> the text read in each
+
+
+@dataclass
+class OcrReport:
+    """What an OCR pass did: photos read, how many had words, and the files it could not read."""
+
+    read: int = 0
+    with_text: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line, e.g. `read the text of 12 photos (3 with words), skipped 0`."""
+        return f"read the text of {self.read} photos ({self.with_text} with words), skipped {len(self.skipped)}"
+
+
+def unread(store: ImageStore, root: str | Path | None = None) -> list[dict]:
+    """The stored rows (id, path) whose text was not read yet, under folder `root` if given, in path order."""
+    rows = store.scan(["id", "path"], expression="ocr_read == false")
+    if root is not None:
+        prefix = str(Path(root).expanduser().resolve()) + os.sep
+        rows = [r for r in rows if r["path"].startswith(prefix)]
+    return sorted(rows, key=lambda r: r["path"])
+
+
+def read_text(
+    store: ImageStore,
+    reader: Reader,
+    root: str | Path | None = None,
+    batch_size: int = OCR_BATCH,
+    progress: bool = True,
+) -> OcrReport:
+    """Read and store the text of every stored photo (under `root`) that has none read yet.
+
+    A file that is gone, unreadable or no longer the image stored is a reported skip and stays unread (a later
+    index of its folder brings its row up to date). Resumable: each batch is stored before the next is read.
+    """
+    report, rows = OcrReport(), unread(store, root)
+    for lo in tqdm(range(0, len(rows), batch_size), unit="batch", desc="ocr", disable=not progress):
+        images, ids = [], []
+        for row in rows[lo : lo + batch_size]:
+            try:
+                data = read_bytes(row["path"])
+                if content_id(data) != int(row["id"]):
+                    raise ImageError("the file changed after it was indexed; index its folder again")
+                images.append(decode_image(data))
+                ids.append(int(row["id"]))
+            except ImageError as err:
+                report.skipped.append(Skipped(row["path"], str(err)))
+        if not images:
+            continue
+        texts = reader(images)
+        store.update({i: {"ocr_text": " ".join(text.split())} for i, text in zip(ids, texts)})
+        store.flush()
+        report.read += len(ids)
+        report.with_text += sum(bool(t.strip()) for t in texts)
+    return report

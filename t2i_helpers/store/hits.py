@@ -1,0 +1,42 @@
+"""A search's results as `Hit`s: the image, and what its header and the text read in it say (notebooks 01, 06)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..data.exif import taken_iso
+from .collection import TEXT_FIELDS
+
+OUTPUT_FIELDS = [*TEXT_FIELDS, "taken_at", "taken_offset", "taken_from", "camera", "place", "ocr_text"]
+
+
+class Hit(NamedTuple):
+    """One search result: the image, and what its header and the text read in it say (notebook 06)."""
+
+    id: int
+    score: float
+    path: str
+    label: str
+    caption: str
+    taken_at: str | None = None  # ISO 8601, with the UTC offset where the photo gave one; None if not known
+    place: str = ""
+    camera: str = ""
+    text: str = ""
+
+
+def to_hit(row: dict, score: float) -> Hit:
+    """A stored row (with the `OUTPUT_FIELDS`) as a `Hit`."""
+    return Hit(
+        int(row["id"]),
+        score,
+        *(row[k] for k in TEXT_FIELDS),
+        taken_iso(row["taken_at"], row["taken_offset"], row["taken_from"]),
+        row["place"],
+        row["camera"],
+        row["ocr_text"],
+    )
+
+
+def to_hits(results) -> list[list[Hit]]:
+    """Milvus search results as `Hit` lists."""
+    return [[to_hit({"id": h["id"], **h["entity"]}, float(h["distance"])) for h in hits] for hits in results]
