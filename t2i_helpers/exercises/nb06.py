@@ -84,7 +84,7 @@ q1 = Exercise(
     wrong=[lambda d, r: d[0] + d[1] / 60 + d[2] / 3600, lambda d, r: d[0] + d[1] / 100 + d[2] / 10000],
 )
 
-q2 = Exercise(
+q3 = Exercise(
     "A year filter user input cannot change",
     [Case((y,), _year(y)) for y in (2022, 2019)],
     [
@@ -101,7 +101,7 @@ q2 = Exercise(
     ],  # fmt: skip
 )
 
-q3 = Exercise(
+q2 = Exercise(
     "A word in OCR text",
     [Case((text, word), _contains(found)) for text, word, found in _WORD_CASES],
     [
