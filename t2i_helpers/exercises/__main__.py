@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import nb01, nb02, nb03, nb04, nb05
+from . import nb01, nb02, nb03, nb04, nb05, nb06
 from .problem import run_self_test
 
-ALL = {**nb01.EXERCISES, **nb02.EXERCISES, **nb03.EXERCISES, **nb04.EXERCISES, **nb05.EXERCISES}
+ALL = {**nb01.EXERCISES, **nb02.EXERCISES, **nb03.EXERCISES, **nb04.EXERCISES, **nb05.EXERCISES, **nb06.EXERCISES}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ class TextReader:
 
         self.side = side
         self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
-        self.detector = self._detector(int8, threads) if int8 else open_session(model_path("det"), threads)
+        self.detector = self._int8_detector(threads) if int8 else open_session(model_path("det"), threads)
         self.boxes = DBPostProcess(thresh=0.3, box_thresh=0.5, max_candidates=1000, unclip_ratio=1.6, use_dilation=True)
         self.recognizer = TextRecognizer(
             {"model_path": str(model_path("rec")), "intra_op_num_threads": threads, "inter_op_num_threads": 1}
@@ -112,7 +112,7 @@ class TextReader:
         )
         self._sort = rapid.RapidOCR.sorted_boxes
 
-    def _detector(self, int8: bool, threads: int):
+    def _int8_detector(self, threads: int):
         """The int8 detector's session, quantized now unless a current one is cached."""
         key = GraphKey("ppocrv4-det-int8", {"weights": file_digest(model_path("det")), "side": self.side})
         key = key.derive("ppocrv4-det-int8", method="static QDQ, per-channel", photos=CALIBRATION_PHOTOS)
