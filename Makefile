@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 SETUP_STAMP := $(VENV)/.setup-stamp
 PHOTOS := data/tuxpaint/stamps.csv
 
-.PHONY: setup setup-clip demo test lint book
+.PHONY: setup setup-clip demo test lint book one-cv2
 
 setup: $(SETUP_STAMP) $(PHOTOS)  ## venv + CPU torch + the package + the bundled photos
 
@@ -18,9 +18,7 @@ $(SETUP_STAMP): pyproject.toml
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -e ".[test,notebooks]"
-	# rapidocr-onnxruntime pulls opencv-python, whose cv2 files overwrite the headless build's: keep one cv2
-	$(BIN)/pip uninstall -q -y opencv-python
-	$(BIN)/pip install -q --force-reinstall --no-deps opencv-python-headless
+	$(MAKE) one-cv2 VENV=$(VENV)
 	touch $@
 
 $(PHOTOS): | $(SETUP_STAMP)
@@ -31,6 +29,11 @@ setup-clip:  ## a second venv with torch + torchvision for the open_clip path (i
 	.venv-clip/bin/pip install -q -U pip
 	.venv-clip/bin/pip install torch==2.14.1 torchvision==0.29.1
 	.venv-clip/bin/pip install -e ".[clip,test]"
+	$(MAKE) one-cv2 VENV=.venv-clip
+
+one-cv2:  ## rapidocr-onnxruntime pulls opencv-python, whose cv2 files overwrite the headless build's: keep one cv2
+	$(VENV)/bin/pip uninstall -q -y opencv-python
+	$(VENV)/bin/pip install -q --force-reinstall --no-deps opencv-python-headless
 
 demo: setup  ## index the bundled photos and run a few searches
 	$(BIN)/t2i index bundled
