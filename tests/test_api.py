@@ -65,7 +65,8 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     response = api.get("/search", params={"q": "a fire truck", "k": 5})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     hits = response.json()
-    assert len(hits) == 5 and set(hits[0]) == {"id", "score", "path", "caption", "label", "image_url", "thumbnail_url"}
+    fields = {"id", "score", "path", "caption", "label", "image_url", "thumbnail_url"}
+    assert len(hits) == 5 and set(hits[0]) == fields | {"taken_at", "place", "camera", "text"}  # issue 23
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert [h["id"] for h in hits] == [h.id for h in engine.search("a fire truck", top_k=5)]
     assert hits[0]["path"].endswith("/vehicles/emergency/firetruck.png")
