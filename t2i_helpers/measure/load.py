@@ -58,10 +58,13 @@ def load_test(
     seconds: float = 10.0,
     top_k: int = 10,
     headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> LoadReport:
     """`clients` threads send `GET /search?q=...&k=top_k` back to back for `seconds`; every answer is timed.
 
     A request counts as an error unless it returns 200 with `top_k` hits (the index must hold that many).
+    `params` are added to every request, e.g. `{"literal": "true"}`: captions with quoted words or a year
+    would otherwise be read as filters, and match nothing in a collection without dates or text.
     """
     if not queries:
         raise ValueError("the load test needs at least one query")
@@ -75,7 +78,7 @@ def load_test(
                 query, i = queries[i % len(queries)], i + 1
                 start = time.perf_counter()
                 try:
-                    response = http.get("/search", params={"q": query, "k": top_k})
+                    response = http.get("/search", params={"q": query, "k": top_k, **(params or {})})
                     hits = response.json() if response.status_code == 200 else None
                     ok = hits is not None and len(hits) == top_k
                     problem = None if ok else f"{response.status_code}: {response.text[:200]}"
