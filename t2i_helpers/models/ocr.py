@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import default_data_dir
 from ..data.library import generate_library
-from .onnx_towers import GraphKey, cached_session, file_digest, open_session, quiet
+from .onnx_towers import GraphKey, cached_session, file_digest, open_session, quantize_static_int8, quiet
 
 DETECTOR_SIDE = 736  # the detector's input, longer side
 REC_BATCH = 16  # crops per recognizer pass
@@ -154,35 +154,17 @@ def quantize_detector(fp32: Path, side: int, path: Path) -> None:
     """Static int8 (QDQ, per-channel weights) of the detector, calibrated on generated text photos at `side`."""
     import onnx
     from onnx import version_converter
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         truth = generate_library(Path(tmp) / "photos", photos=CALIBRATION_PHOTOS, texts=CALIBRATION_PHOTOS, seed=7)
         inputs = [detector_input(cv2.imread(str(Path(tmp) / "photos" / f))[..., ::-1], side) for f in truth.file]
-
-        class Photos(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = iter(inputs)
-
-            def get_next(self) -> dict | None:
-                x = next(self.batches, None)
-                return None if x is None else {"x": x}
-
         opset13, prepared = Path(tmp) / "opset13.onnx", Path(tmp) / "prepared.onnx"
         # the graph is opset 12; per-channel QDQ needs DequantizeLinear's axis, new in opset 13
         onnx.save(version_converter.convert_version(onnx.load(str(fp32)), 13), str(opset13))
         with quiet():
             quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
-            quantize_static(
-                str(prepared),
-                str(path),
-                Photos(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
+            quantize_static_int8(prepared, path, ({"x": x} for x in inputs))
 
 
 @functools.cache

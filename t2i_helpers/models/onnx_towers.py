@@ -30,7 +30,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,30 +278,38 @@ def _nodes(model, patterns: Sequence[str]) -> list[str]:
 def quantize_image_tower(fp32: Path, pixels: np.ndarray, path: Path, batch_size: int = 4) -> None:
     """Static int8 (QDQ, per-channel weights, MinMax ranges) of an image graph, calibrated on `pixels`."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size))
-
-        def get_next(self) -> dict | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"pixels": batch}
 
     with tempfile.TemporaryDirectory() as tmp, quiet():
         prepared = Path(tmp) / "prepared.onnx"  # batch norms folded, constant paddings merged into the convs
         quant_pre_process(str(fp32), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(path),
-            Batches(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,  # u8 activations x s8 weights: the VNNI/AMX kernels
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=_nodes(onnx.load(str(prepared)), IMAGE_FP32_LAYERS),
-        )
+        batches = ({"pixels": pixels[i : i + batch_size]} for i in range(0, len(pixels), batch_size))
+        exclude = _nodes(onnx.load(str(prepared)), IMAGE_FP32_LAYERS)
+        quantize_static_int8(prepared, path, batches, exclude)
+
+
+def quantize_static_int8(prepared: Path, path: Path, feeds: Iterable[dict], exclude: Sequence[str] = ()) -> None:
+    """Static int8 of a pre-processed graph calibrated on `feeds` (input name -> array): QDQ, per-channel weights,
+    MinMax ranges, u8 activations x s8 weights (the VNNI/AMX kernels); the nodes named in `exclude` stay fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(prepared),
+        str(path),
+        Feeds(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude),
+    )
 
 
 def quantize_text_tower(fp32: Path, path: Path) -> None:
