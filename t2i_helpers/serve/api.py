@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
-from ..engine import SearchEngine
+from ..engine import Found, SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
 from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
@@ -179,22 +179,25 @@ def _search_routes(service: Service) -> APIRouter:
     ) -> list[HitOut]:
         """The `k` images that best match `q` among those that pass the filters, best first; the filters
         applied (`T2I-Filters`), and which were read from `q` (`T2I-Filters-Read`), are in the headers."""
-        try:  # the category list, places and a filter-only listing read Milvus: not on the event loop
-            category = await run_in_threadpool(service.check_category, category)
+        search = service.batcher.search if service.batcher else None  # text searches join a batch
+
+        def answer() -> tuple[Found | None, list[Hit]]:  # reads Milvus: on a worker thread, not the event loop
+            chosen = service.check_category(category)
             filters = Filters(after=after, before=before, place=place, camera=camera, text=text)
-            search = service.batcher.search if service.batcher else None  # text searches join a batch
-            found = (
-                await run_in_threadpool(engine.find, q, filters, k, category, literal, search) if q or filters else None
-            )
+            if not (q or filters):
+                return None, engine.store.newest(k, chosen)
+            found = engine.find(q, filters, k, chosen, literal, search)
+            return found, found.hits
+
+        try:
+            found, hits = await run_in_threadpool(answer)
         except ValueError as err:
             raise HTTPException(422, str(err)) from err
         if found and found.notice:
             response.headers[NOTICE_HEADER] = found.notice
         response.headers[FILTERS_HEADER] = json.dumps(found.filters.applied() if found else {})
         response.headers[READ_HEADER] = json.dumps(found.understood if found else {})
-        return [
-            hit_out(h) for h in (found.hits if found else await run_in_threadpool(engine.store.newest, k, category))
-        ]
+        return [hit_out(h) for h in hits]
 
     @router.post(
         "/search/image",
