@@ -6,9 +6,15 @@ data/bench/ (never committed):
   (a) RapidOCR's defaults (`RapidOCR()`, one photo at a time: detector on the photo capped at 2,000 px, angle
       classifier, 6 crops per recognizer pass) against `models.ocr.TextReader` (detector at 736 px, int8
       detector, no angle classifier, recognition batched across 8 photos) on the same decoded photos;
-  (b) word recall of each: the share of printed words found in the text read from their own photo (lower-cased,
-      letters and digits only, also inside run-together text such as "FRESHBAKERY").
-It prints `ratio ocr_fast/ocr_default = N` (photos/s over photos/s) and `word recall fast = X, default = Y`.
+  (b) the library indexed by `t2i index` (a fresh milvus-lite file: EXIF read at ingest), the text each reader
+      read stored as the OCR pass stores it, and every printed word searched as `t2i search --text WORD`
+      (`SearchEngine.find` with only the text filter): word recall is the share of words whose own photo comes
+      back at rank 1 (each word is printed on one photo only); the words each reader read are also counted;
+  (c) filter correctness on the same collection: every city, country, camera make and model, every year, and
+      each month of one year, searched as a filter alone; a filter is exact when it returns exactly the photos
+      the ground truth says match (photos without EXIF carry their file's time, as stored).
+It prints `ratio ocr_fast/ocr_default = N` (photos/s over photos/s), `word recall fast = X, default = Y` and
+`filters exact = N of M`.
 
     .venv/bin/python benchmarks/remember.py                 # 320 photos, 48 with text: about 6 minutes on 2 cores
     .venv/bin/python benchmarks/remember.py --photos 100    # quicker
@@ -17,7 +23,9 @@ It prints `ratio ocr_fast/ocr_default = N` (photos/s over photos/s) and `word re
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +35,9 @@ from PIL import Image
 
 from t2i_helpers.config import Config
 from t2i_helpers.data.library import generate_library
+from t2i_helpers.engine import SearchEngine
 from t2i_helpers.models.ocr import TextReader
+from t2i_helpers.store.filters import Filters
 
 FAST_BATCH = 8  # photos per TextReader call (the OCR pass reads a few at a time)
 
@@ -46,7 +56,7 @@ def _key(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
 
-def word_recall(truth: pd.DataFrame, texts: list[str]) -> tuple[float, int, list[str]]:
+def words_read(truth: pd.DataFrame, texts: list[str]) -> tuple[float, int, list[str]]:
     """The share of printed words found in the text read from their own photo, the word count, the missed."""
     missed, total = [], 0
     for words, text in zip(truth.words, texts):
@@ -87,6 +97,50 @@ def timed(read, images: list[np.ndarray]) -> tuple[list[str], float]:
     return texts, len(images) / (time.perf_counter() - start)
 
 
+def store_texts(engine: SearchEngine, folder: Path, truth: pd.DataFrame, texts: list[str]) -> None:
+    """The texts stored on the library's rows as the OCR pass stores them (`store.update`, then a flush)."""
+    ids = {Path(r["path"]).name: int(r["id"]) for r in engine.store.scan(["id", "path"])}
+    engine.store.update({ids[name]: {"ocr_text": " ".join(text.split())} for name, text in zip(truth.file, texts)})
+    engine.store.flush()
+
+
+def rank_one_recall(engine: SearchEngine, truth: pd.DataFrame) -> tuple[float, list[str]]:
+    """The share of printed words whose own photo `find(filters=Filters(text=word))` returns at rank 1, the missed."""
+    missed, total = [], 0
+    for name, words in zip(truth.file, truth.words):
+        for word in words.split():
+            total += 1
+            hits = engine.find(filters=Filters(text=word), top_k=1).hits
+            if not hits or Path(hits[0].path).name != name:
+                missed.append(word)
+    return 1 - len(missed) / total, missed
+
+
+def filter_checks(engine: SearchEngine, folder: Path, truth: pd.DataFrame) -> list[tuple[str, int, bool]]:
+    """(filter, photos expected, exact) for each place, camera and date filter, searched alone."""
+    every = len(truth) + 10
+    days = [
+        dt.date.fromisoformat(t[:10]) if t else dt.datetime.fromtimestamp((folder / f).stat().st_mtime).date()
+        for f, t in zip(truth.file, truth.taken_at)
+    ]
+    cases = [(Filters(place=c), truth.city == c) for c in sorted(set(truth.city) - {""})]
+    cases += [(Filters(place=c), truth.country == c) for c in sorted(set(truth.country) - {""})]
+    cases += [(Filters(camera=m), truth.make == m) for m in sorted(set(truth.make) - {""})]
+    cases += [(Filters(camera=m), truth.model == m) for m in sorted(set(truth.model) - {""})]
+    years = sorted({d.year for d in days})
+    cases += [(Filters(after=str(y), before=str(y)), pd.Series([d.year == y for d in days])) for y in years]
+    year = years[len(years) // 2]
+    for month in range(1, 13):
+        span = f"{year}-{month:02d}"
+        cases.append((Filters(after=span, before=span), pd.Series([(d.year, d.month) == (year, month) for d in days])))
+    checks = []
+    for filters, expected in cases:
+        found = {Path(h.path).name for h in engine.find(filters=filters, top_k=every).hits}
+        wanted = set(truth.file[expected.to_numpy()])
+        checks.append((", ".join(f"{k}={v}" for k, v in filters.applied().items()), len(wanted), found == wanted))
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=320, help="photos in the library (default 320)")
@@ -100,11 +154,25 @@ def main() -> None:
     fast, fast_rate = timed(ocr_fast, images)
     default, default_rate = timed(ocr_default, images)
     print(f"(a) OCR: RapidOCR defaults {default_rate:.2f} photos/s, fast {fast_rate:.2f} photos/s")
-    fast_recall, total, fast_missed = word_recall(truth, fast)
-    default_recall, _, default_missed = word_recall(truth, default)
-    print(f"(b) {total} words; missed by fast: {fast_missed}; missed by default: {default_missed}")
+    fast_read, total, _ = words_read(truth, fast)
+    default_read, _, _ = words_read(truth, default)
+    print(f"    {total} printed words; read in their photo's text: fast {fast_read:.3f}, default {default_read:.3f}")
+    with tempfile.TemporaryDirectory(prefix="t2i-remember-") as tmp:
+        engine = SearchEngine.open(Config(uri=str(Path(tmp) / "remember.db"), data_dir=Path(tmp) / "data"))
+        report = engine.index(folder, progress=False)
+        print(f"(b) t2i index: {report.summary()}")
+        recall = {}
+        for name, texts in (("fast", fast), ("default", default)):
+            store_texts(engine, folder, truth, texts)
+            recall[name] = rank_one_recall(engine, truth)
+            print(f"    --text WORD, own photo at rank 1 ({name}): {recall[name][0]:.3f}; missed {recall[name][1]}")
+        checks = filter_checks(engine, folder, truth)
+        engine.close()
+    wrong = [f"{label} ({n} expected)" for label, n, exact in checks if not exact]
+    print(f"(c) {len(checks)} filters, {sum(n for _, n, _ in checks)} photos expected in all; not exact: {wrong}")
     print(f"ratio ocr_fast/ocr_default = {fast_rate / default_rate:.2f}")
-    print(f"word recall fast = {fast_recall:.3f}, default = {default_recall:.3f}")
+    print(f"word recall fast = {recall['fast'][0]:.3f}, default = {recall['default'][0]:.3f}")
+    print(f"filters exact = {len(checks) - len(wrong)} of {len(checks)}")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ import pytest
 
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
-from t2i_helpers.data.exif import NO_OFFSET
+from t2i_helpers.data.exif import NO_OFFSET, header_metadata
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines.understand import understand
 from t2i_helpers.store.filters import Filters, parse_day, text_key
 
 from .conftest import index_counts
-from .photos import write_library
+from .photos import write_library, write_photo
 
 INJECTIONS = ['x" or id > 0 or "', 'x\\" or id > 0 or \\"', "x' or id > 0 or '", 'x") or (id > 0', "%", "_"]
 
@@ -101,6 +101,16 @@ def test_bad_dates_and_empty_searches_are_one_sentence():
     with pytest.raises(ValueError, match="no letters or digits"):
         Filters(text='%"_')
     assert parse_day("2024-02", last=True).day == 29 and text_key("Fresh  Bakery!") == "freshbakery"
+
+
+def test_names_are_matched_without_their_accents(tmp_path):
+    photo = write_photo(tmp_path / "reykjavik.jpg", 1, "2021:03:02 10:00:00", gps=(64.1355, -21.8954))
+    read = header_metadata(photo, mtime_ns=0)
+    assert read["place"].startswith("Reykjavík") and "reykjavik" in read["place_keys"]  # shown as named
+    places = set(read["place_keys"])
+    for typed in ("Reykjavik", "Reykjavík", "REYKJAVÍK"):  # typed with or without the accent
+        assert understand(f"the harbour in {typed}", places).filters == Filters(place=typed)
+    assert Filters(place="Reykjavík").expression() == Filters(place="reykjavik").expression()
 
 
 def test_the_query_names_places_dates_and_words_only_as_places_the_collection_has():

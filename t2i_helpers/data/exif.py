@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import unicodedata
 from pathlib import Path
 
 from PIL import Image
@@ -28,6 +29,7 @@ DATE_TAKEN, OFFSET_TAKEN = 0x9003, 0x9011  # DateTimeOriginal, OffsetTimeOrigina
 NO_TIME = -(1 << 62)  # taken_at of a photo whose time is not known
 NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did not say
 MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
+MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 _DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
 
@@ -82,6 +84,13 @@ def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
     return local.isoformat()
 
 
+def name_key(text: str) -> str:
+    """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
+    spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="ignore")
@@ -106,10 +115,10 @@ def _taken(exif: Image.Exif) -> tuple[int, int] | None:
 
 
 def _camera(exif: Image.Exif) -> dict:
-    make, model = _text(exif.get(MAKE))[:120], _text(exif.get(MODEL))[:120]
+    make, model = _text(exif.get(MAKE))[:MAX_NAME_CHARS], _text(exif.get(MODEL))[:MAX_NAME_CHARS]
     shown = model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
     bare = model[len(make) :].strip() if model.lower().startswith(make.lower()) else model  # "EOS R5"
-    keys = {name.lower() for name in (make, make.split(" ")[0], model, bare, shown)} - {""}
+    keys = {name_key(name) for name in (make, make.split(" ")[0], model, bare, shown)} - {""}
     return {"camera": shown, "camera_keys": sorted(keys)}
 
 
@@ -133,5 +142,5 @@ def _place(exif: Image.Exif) -> dict:
     names = [found.get(k, "") for k in ("city", "state", "country")]
     return {
         "place": ", ".join(dict.fromkeys(n for n in names if n)),
-        "place_keys": sorted({n.lower()[:120] for n in names} - {""}),
+        "place_keys": sorted({name_key(n) for n in names} - {""}),
     }

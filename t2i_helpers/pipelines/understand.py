@@ -17,6 +17,7 @@ import calendar
 import re
 from typing import NamedTuple
 
+from ..data.exif import name_key
 from ..store.filters import Filters
 
 PREPOSITIONS = {"in", "at", "from", "near", "during"}
@@ -37,7 +38,8 @@ class Understood(NamedTuple):
 
 
 def understand(text: str, places: set[str]) -> Understood:
-    """Read quoted words, a month or year, and a stored place (`places`, lowercase) out of `text`."""
+    """Read quoted words, a month or year, and a stored place (`places`, as `exif.name_key` writes them) out of
+    `text`."""
     quoted = [a or b for a, b in _QUOTED.findall(text)]
     text = _QUOTED.sub(" ", text)
     found: dict[str, str] = {}
@@ -68,7 +70,7 @@ def _find_place(words: list[str], places: set[str]) -> tuple[int, int] | None:
     """(start, end) of the longest run of words that names a stored place and is written as one."""
     for size in range(min(MAX_PLACE_WORDS, len(words)), 0, -1):
         for start in range(len(words) - size + 1):
-            name = " ".join(w.strip(",.;:!?").lower() for w in words[start : start + size])
+            name = name_key(" ".join(w.strip(",.;:!?") for w in words[start : start + size]))
             if name not in places:
                 continue
             after_preposition = start > 0 and words[start - 1].lower() in PREPOSITIONS

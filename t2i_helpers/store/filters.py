@@ -17,13 +17,12 @@ import dataclasses
 import datetime as dt
 import re
 
-from ..data.exif import NO_TIME
+from ..data.exif import NO_TIME, name_key
 
 _DAY = re.compile(r"([1-9]\d{3})(?:-(\d{2})(?:-(\d{2}))?)?")
 DAY_PATTERN = r"^[1-9]\d{3}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"  # what `parse_day` reads (API schema)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_KEY = re.compile(r"[\W_]+")  # what a text key drops: all but letters and digits
-MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 
 
 def quote(text: str) -> str:
@@ -43,11 +42,6 @@ def text_key(text: str) -> str:
     """Text as the filter matches it: lowercase letters and digits, nothing between ("Fresh Bakery" -> "freshbakery"),
     so words are found also inside run-together OCR text ("FRESHBAKERY")."""
     return _NOT_KEY.sub("", text.casefold())
-
-
-def name_key(text: str) -> str:
-    """A place or camera name as stored in its keys: lowercase, spaces squeezed."""
-    return " ".join(text.casefold().split())[:MAX_NAME_CHARS]
 
 
 def parse_day(text: str, last: bool = False) -> dt.date:
