@@ -5,10 +5,16 @@ In one run, with the default encoder and a fresh milvus-lite file for each:
   (b) the photo-folder ingest rate: N 4032x3024 JPEGs at quality 90 (every third one stored sideways with
       EXIF orientation 6) plus a few HEICs, made from the bundled stamps on the backgrounds that ship with
       scikit-learn (`load_sample_images`), with camera-like noise, once, under data/bench/ (never committed);
-  (c) a re-index of the unchanged photo folder.
-It prints `ratio photos/stamps` = b/a and `ratio reindex/index` = time(c)/time(b), the decode and model costs
-per photo measured apart (one thread each), and the retrieval quality of reduced-scale JPEG decoding: caption
--> photo R@10 over the bundled photos re-encoded as 2816 px JPEGs, decoded at full size and at reduced scale.
+  (c) a re-index of the unchanged photo folder;
+  (d) what reading the header costs the ingest (time taken, camera, place reverse-geocoded: `exif.photo_metadata`;
+      the photos carry a date, a camera and, on two in three, GPS of one of six cities): the stamps and the photo
+      folder ingested again into fresh files with the metadata read and with it left out (every row stored with
+      "not known", as before schema 3), in the order with, without, without, with; the best rate of each counts.
+It prints `ratio photos/stamps` = b/a, `ratio reindex/index` = time(c)/time(b),
+`ratio ingest_with_metadata/ingest_before` (12 MP photos) and `ratio stamps_with_metadata/stamps_before`, the
+decode and model costs per photo measured apart (one thread each), and the retrieval quality of reduced-scale
+JPEG decoding: caption -> photo R@10 over the bundled photos re-encoded as 2816 px JPEGs, decoded at full size
+and at reduced scale.
 
     .venv/bin/python benchmarks/photos.py               # ~1,000 photos: about 6 minutes on 2 CPU cores
     .venv/bin/python benchmarks/photos.py --photos 200  # quicker
@@ -17,6 +23,8 @@ per photo measured apart (one thread each), and the retrieval quality of reduced
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import functools
 import io
 import tempfile
@@ -30,10 +38,13 @@ from PIL import Image
 
 from t2i_helpers.config import Config
 from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.data.exif import photo_metadata
 from t2i_helpers.data.images import MAX_SIDE, ORIENTATION_TAG, decode_image, read_image, shrink
+from t2i_helpers.data.library import CAMERA, CITIES, PHONE, photo_exif
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.finetune import caption_recall
 from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.pipelines import operators
 
 SIZE = (4032, 3024)  # a 12 MP phone photo, landscape
 
@@ -72,12 +83,15 @@ def _write_photo(job: tuple[int, str, str]) -> None:
     index, stamp, target = job
     if Path(target).exists():  # made by an earlier, interrupted run
         return
-    image, exif, partial = Image.fromarray(phone_photo(stamp, index)), Image.Exif(), f"{target}.part"
+    taken = dt.datetime(2022, 1 + index % 12, 1 + index % 28, 12, index % 60)
+    city = CITIES[index % len(CITIES)] if index % 3 else None  # GPS on two photos in three
+    exif = photo_exif(taken, PHONE if index % 2 else CAMERA, city)
+    image, partial = Image.fromarray(phone_photo(stamp, index)), f"{target}.part"
     if target.endswith(".heic"):
         import pillow_heif
 
         pillow_heif.register_heif_opener()
-        image.save(partial, format="HEIF", quality=80)
+        image.save(partial, format="HEIF", quality=80, exif=exif.tobytes())
     else:
         if index % 3 == 1:  # held sideways: the pixels are stored turned, the tag says how to show them
             image, exif[ORIENTATION_TAG] = image.transpose(Image.Transpose.ROTATE_90), 6
@@ -87,7 +101,7 @@ def _write_photo(job: tuple[int, str, str]) -> None:
 
 def photo_folder(n: int, heic: int, stamps: list[str]) -> Path:
     """`n` phone-style photos (`heic` of them HEIC) under the data folder, made once (two processes) and reused."""
-    folder = Config().data_dir / "bench" / f"photos-{n}-{heic}"
+    folder = Config().data_dir / "bench" / f"photos-exif-{n}-{heic}"
     if (folder / "complete").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +119,30 @@ def index(source, folder: Path, name: str):
     report = engine.index(source, progress=False)
     engine.close()
     return report
+
+
+@contextlib.contextmanager
+def without_metadata():
+    """The ingest as before schema 3: no header read for time, camera or place (every row "not known")."""
+    unknown = photo_metadata(None, -1)
+    original = operators.photo_metadata
+    operators.photo_metadata = lambda exif, mtime_ns: unknown
+    try:
+        yield
+    finally:
+        operators.photo_metadata = original
+
+
+def metadata_cost(source, folder: Path, name: str) -> tuple[float, float]:
+    """Best images/s of the ingest of `source` with the header read and without (fresh files, in the order with,
+    without, without, with)."""
+    rates = {True: [], False: []}
+    for run, with_metadata in enumerate((True, False, False, True)):
+        with contextlib.nullcontext() if with_metadata else without_metadata():
+            rates[with_metadata].append(index(source, folder, f"{name}-{run}").images_per_s)
+    shown = {k: ", ".join(f"{r:.1f}" for r in v) for k, v in rates.items()}
+    print(f"    {name}: with metadata {shown[True]}; without {shown[False]} images/s")
+    return max(rates[True]), max(rates[False])
 
 
 def per_photo_costs(paths: list[Path], encoder) -> dict[str, float]:
@@ -158,12 +196,17 @@ def main() -> None:
         print(f"(b) photo folder: {first.throughput()}; {first.summary()}")
         again = index(photos, Path(tmp), "photos")
         print(f"(c) re-index of the unchanged folder: {again.seconds:.2f} s; {again.summary()}")
+        print("(d) the ingest with the header read (time, camera, place) and without, best of two each:")
+        stamps_with, stamps_without = metadata_cost(rows, Path(tmp), "stamps")
+        photos_with, photos_without = metadata_cost(photos, Path(tmp), "photos")
     costs = per_photo_costs(sorted(photos.glob("*.jpg"))[:40], encoder)
     for label, ms in costs.items():
         print(f"  {label}: {ms:.1f} ms per photo ({1000 / ms:.0f} images/s)")
 
     print(f"ratio photos/stamps = {first.images_per_s / stamps.images_per_s:.2f}")
     print(f"ratio reindex/index = {again.seconds / first.seconds:.3f}")
+    print(f"ratio ingest_with_metadata/ingest_before = {photos_with / photos_without:.2f}")
+    print(f"ratio stamps_with_metadata/stamps_before = {stamps_with / stamps_without:.2f}")
     print(f"ratio reduced_decode/full_decode = {costs['reduced-scale decode'] / costs['full decode + shrink']:.2f}")
     if not args.skip_quality:
         full, reduced = jpeg_quality(rows, encoder)

@@ -207,8 +207,8 @@ def _screenshot(words: list[str], rng: random.Random, faces: list[Path], size: t
     return screen
 
 
-def _exif(taken: datetime | None, camera: tuple[str, str] | None, city: City | None) -> Image.Exif:
-    """The EXIF a phone (date with offset, GPS) or a camera (date, no offset) writes."""
+def photo_exif(taken: datetime | None, camera: tuple[str, str] | None, city: City | None) -> Image.Exif:
+    """The EXIF a phone (date with offset, GPS) or a camera (date, no offset) writes (also used by benchmarks)."""
     exif = Image.Exif()
     if camera:
         exif[MAKE], exif[MODEL] = camera
@@ -299,7 +299,7 @@ def generate_library(
                 _paste(image, piece, rng, rng.uniform(-6, 6))
         taken, camera, city = _metadata(kind, rng)
         name = f"IMG_{index:04d}.jpg"
-        image.convert("RGB").save(folder / name, "JPEG", quality=88, exif=_exif(taken, camera, city))
+        image.convert("RGB").save(folder / name, "JPEG", quality=88, exif=photo_exif(taken, camera, city))
         offset = city.offset if taken and camera == PHONE and city else ""
         rows.append(
             {
