@@ -53,6 +53,8 @@ VECTOR_WINDOW = 256
 # failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
 LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
+LITE_HELD = "Open local milvus failed"  # pymilvus's words when milvus-lite could not lock the file (or start)
+LITE_FIRST_S, LITE_START_S = 10.0, 60.0  # waits for a milvus-lite server to answer: first, and once more
 ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
 PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
 
@@ -150,15 +152,23 @@ class ImageStore(CollectionLayout):
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return milvus_client(config)
+            return milvus_client(config, timeout=LITE_FIRST_S if config.is_lite else None)
         except MilvusException as err:
-            if config.is_lite:
+            if not config.is_lite:
+                raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
+            if LITE_HELD in str(err):
                 raise StoreError(
-                    f"cannot open the milvus-lite file {config.uri}: another process probably has it open "
+                    f"cannot open the milvus-lite file {config.uri}: another process has it open "
                     "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
                     "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
                 ) from err
-            raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
+        try:  # started, but slower to answer than the first wait (seen on a loaded machine): wait longer
+            return milvus_client(config, timeout=LITE_START_S)
+        except MilvusException as err:
+            raise StoreError(
+                f"milvus-lite did not answer for {config.uri} within {LITE_START_S:.0f} s ({err}); try again, or "
+                "run a Milvus server and pass its URI"
+            ) from err
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
@@ -356,7 +366,8 @@ class ImageStore(CollectionLayout):
         self.client.close()
 
 
-def milvus_client(config: Config) -> MilvusClient:
-    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses."""
+def milvus_client(config: Config, timeout: float | None = None) -> MilvusClient:
+    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses;
+    `timeout` bounds the wait for the connection (pymilvus's `MILVUS_CONN_TIMEOUT`, 10 s, when None)."""
     options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
-    return MilvusClient(uri=config.uri, token=config.token, **options)
+    return MilvusClient(uri=config.uri, token=config.token, timeout=timeout, **options)
