@@ -16,7 +16,7 @@ data/bench/ (never committed):
 It prints `ratio ocr_fast/ocr_default = N` (photos/s over photos/s), `word recall fast = X, default = Y` and
 `filters exact = N of M`.
 
-    .venv/bin/python benchmarks/remember.py                 # 320 photos, 48 with text: about 6 minutes on 2 cores
+    .venv/bin/python benchmarks/remember.py                 # 320 photos, 48 with text: about 7 minutes on 2 cores
     .venv/bin/python benchmarks/remember.py --photos 100    # quicker
 """
 

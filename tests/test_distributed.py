@@ -31,9 +31,11 @@ from t2i_helpers.data.datasets import load_source
 from t2i_helpers.pipelines import distributed
 from t2i_helpers.pipelines.distributed import chunk_files, plan_resources
 from t2i_helpers.pipelines.ingest import IngestError, ingest
+from t2i_helpers.store.collection import PHOTO_FIELDS
 from t2i_helpers.store.image_store import ImageStore, StoreError
 
 from .conftest import T2I, index_counts, write_bad_files
+from .photos import write_library
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None  # not imported here: Ray must be set up first (below)
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason='the Ray ingest needs `pip install -e ".[distributed]"`')
@@ -422,3 +424,25 @@ def test_milvus_lite_is_refused(tmp_path, encoder, photos):
             distributed.ingest(photos, encoder, store)
     finally:
         store.close()
+
+
+def test_the_ray_ingest_stores_each_photos_time_camera_and_place_as_the_local_one(
+    milvus_uri, ray_cluster, encoder, tmp_path
+):
+    rows = load_source(next(iter(write_library(tmp_path / "photos").values())).parent)
+    fields = {}
+    for name in ("ray_photo_fields", "local_photo_fields"):
+        if name.startswith("ray"):
+            report, _ = ray_ingest(rows, encoder, milvus_uri, name, ray_cluster, reset=True)
+        else:
+            store = ImageStore.open(Config(uri=milvus_uri, collection=name), encoder, reset=True)
+            report = ingest(rows, encoder, store, progress=False)
+            store.close()
+        assert report.added == len(rows)
+        store = ImageStore.open(Config(uri=milvus_uri, collection=name), encoder)
+        fields[name] = {r["path"]: {k: r[k] for k in PHOTO_FIELDS} for r in store.scan(["path", *PHOTO_FIELDS])}
+        store.close()
+    ray, local = fields["ray_photo_fields"], fields["local_photo_fields"]
+    assert ray == local
+    assert {f["place"] for f in ray.values()} >= {"Lisbon, Portugal", "Tokyo, Japan", "Rio de Janeiro, Brazil"}
+    assert {f["taken_from"] for f in ray.values()} == {"exif", "file"}
