@@ -162,7 +162,12 @@ class ImageStore(CollectionLayout):
                     "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
                     "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
                 ) from err
-        try:  # started, but slower to answer than the first wait (seen on a loaded machine): wait longer
+        # Seen on a loaded machine: the server started but answered later than the first wait, or stopped while
+        # starting ("Open storage failed: unable to open database file"). Start it anew and wait longer.
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(str(Path(config.uri).expanduser()))
+        try:
             return milvus_client(config, timeout=LITE_START_S)
         except MilvusException as err:
             raise StoreError(
