@@ -17,7 +17,7 @@ decode and model costs per photo measured apart (one thread each), and the retri
 JPEG decoding: caption -> photo R@10 over the bundled photos re-encoded as 2816 px JPEGs, decoded at full size
 and at reduced scale.
 
-    .venv/bin/python benchmarks/photos.py               # ~1,000 photos: about 6 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/photos.py               # ~1,000 photos: about 12 minutes on 2 CPU cores
     .venv/bin/python benchmarks/photos.py --photos 200  # quicker
 """
 
