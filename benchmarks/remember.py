@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.data.library import generate_library
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.models.ocr import TextReader
-from t2i_helpers.store.filters import Filters
+from t2i_helpers.store.filters import Filters, text_key
 
 FAST_BATCH = 8  # photos per TextReader call (the OCR pass reads a few at a time)
 
@@ -52,17 +51,13 @@ def library(photos: int, texts: int) -> tuple[Path, pd.DataFrame]:
     return folder, pd.read_csv(truth_csv, keep_default_na=False, dtype={"words": str})
 
 
-def _key(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text.casefold())
-
-
 def words_read(truth: pd.DataFrame, texts: list[str]) -> tuple[float, int, list[str]]:
     """The share of printed words found in the text read from their own photo, the word count, the missed."""
     missed, total = [], 0
     for words, text in zip(truth.words, texts):
         for word in words.split():
             total += 1
-            if _key(word) not in _key(text):
+            if text_key(word) not in text_key(text):
                 missed.append(word)
     return 1 - len(missed) / total, total, missed
 

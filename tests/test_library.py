@@ -6,16 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2i_helpers.data.library import (
-    CITIES,
-    DATE_TIME_ORIGINAL,
-    EXIF_IFD,
-    GPS_IFD,
-    MAKE,
-    MODEL,
-    OFFSET_TIME_ORIGINAL,
-    generate_library,
-)
+from t2i_helpers.data.exif import DATE_TAKEN, EXIF_IFD, GPS_IFD, MAKE, MODEL, OFFSET_TAKEN
+from t2i_helpers.data.library import CITIES, generate_library
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +33,8 @@ def test_every_photo_carries_the_exif_of_its_truth(library):
             assert not dict(exif)
             continue
         local, offset = row.taken_at[:19], row.taken_at[19:]
-        assert dates[DATE_TIME_ORIGINAL] == local.replace("-", ":").replace("T", " ")
-        assert dates.get(OFFSET_TIME_ORIGINAL, "") == offset
+        assert dates[DATE_TAKEN] == local.replace("-", ":").replace("T", " ")
+        assert dates.get(OFFSET_TAKEN, "") == offset
         camera = (None, None) if pd.isna(row.make) else (row.make, row.model)
         assert (exif.get(MAKE), exif.get(MODEL)) == camera
         gps = exif.get_ifd(GPS_IFD)

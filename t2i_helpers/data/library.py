@@ -25,9 +25,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from .datasets import DatasetError, load_bundled
+from .exif import DATE_TAKEN, EXIF_IFD, GPS_IFD, MAKE, MODEL, OFFSET_TAKEN
 
-EXIF_IFD, GPS_IFD = 0x8769, 0x8825
-MAKE, MODEL, DATE_TIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x010F, 0x0110, 0x9003, 0x9011
 COLUMNS = ["file", "kind", "taken_at", "lat", "lon", "city", "country", "make", "model", "words", "caption"]
 
 
@@ -213,9 +212,9 @@ def photo_exif(taken: datetime | None, camera: tuple[str, str] | None, city: Cit
     if camera:
         exif[MAKE], exif[MODEL] = camera
     if taken:
-        exif.get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] = taken.strftime("%Y:%m:%d %H:%M:%S")
+        exif.get_ifd(EXIF_IFD)[DATE_TAKEN] = taken.strftime("%Y:%m:%d %H:%M:%S")
         if camera == PHONE and city:
-            exif.get_ifd(EXIF_IFD)[OFFSET_TIME_ORIGINAL] = city.offset
+            exif.get_ifd(EXIF_IFD)[OFFSET_TAKEN] = city.offset
     if city:
         gps = exif.get_ifd(GPS_IFD)
         gps[1], gps[2] = ("N" if city.lat >= 0 else "S"), _dms(city.lat)

@@ -17,7 +17,7 @@ import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
 from ..store.filters import Filters
-from ..store.image_store import MAX_TOP_K, OUTPUT_FIELDS, Hit, ImageStore, StoreError, to_hits
+from ..store.image_store import OUTPUT_FIELDS, Hit, ImageStore, StoreError, check_top_k, to_hits
 from ..store.keywords import SPARSE_FIELD, keyword_support, server_version
 
 
@@ -42,8 +42,7 @@ def require_keywords(store: ImageStore) -> None:
 
 
 def _check(store: ImageStore, top_k: int) -> None:
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+    check_top_k(top_k)
     require_keywords(store)
 
 

@@ -107,6 +107,7 @@ class ImageStore(CollectionLayout):
         self.client = self._connect(config)
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
+        self._infix_like = False  # a Milvus server answered LIKE '%word%' (`where`)
         try:
             if reset:
                 for name in (self.collection, self._backup):
@@ -301,8 +302,7 @@ class ImageStore(CollectionLayout):
     ) -> list[list[Hit]]:
         """The `top_k` most similar images for each query embedding, best first, optionally in one category and
         only among those that pass `filters` (applied inside Milvus)."""
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        check_top_k(top_k)
         queries = np.atleast_2d(np.asarray(embeddings, np.float32))
         if queries.shape[1] != self.meta["dim"]:
             raise ValueError(f"query vectors have dim {queries.shape[1]}, the collection {self.meta['dim']}")
@@ -325,9 +325,10 @@ class ImageStore(CollectionLayout):
                 the text read in a photo.
         """
         expression = where(category, filters)
-        if filters and filters.text and not self.config.is_lite:
+        if filters and filters.text and not self.config.is_lite and not self._infix_like:
             try:
                 self.client.query(self.collection, filter='ocr_key like "%a%"', output_fields=["id"], limit=1)
+                self._infix_like = True  # probed once per store; a failure is probed again next time
             except MilvusException as err:
                 raise StoreError(
                     "searching the text in photos needs LIKE '%word%', which this Milvus server matches by prefix "
@@ -337,8 +338,7 @@ class ImageStore(CollectionLayout):
 
     def newest(self, top_k: int, category: str | None = None, filters: Filters | None = None) -> list[Hit]:
         """The `top_k` newest images (by time taken; those with none last) that pass `filters`; score 0."""
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        check_top_k(top_k)
         rows = self.scan(["id", *OUTPUT_FIELDS], expression=self.where(category, filters))
         rows.sort(key=lambda r: (-r["taken_at"], r["path"]))
         return [to_hit(row, 0.0) for row in rows[:top_k]]
@@ -369,6 +369,12 @@ class ImageStore(CollectionLayout):
         client of that file in the process; another process can open the file once this one has exited.
         """
         self.client.close()
+
+
+def check_top_k(top_k: int) -> None:
+    """Refuse a `top_k` Milvus cannot answer (ValueError, one sentence)."""
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
 
 
 def milvus_client(config: Config, timeout: float | None = None) -> MilvusClient:
