@@ -93,7 +93,8 @@ def main() -> None:
             plan = distributed.cluster_plan()
             print(
                 f"(c) Ray session up in {ray_start:.1f} s: {plan.cpus:g} CPUs; default plan {plan.actors} "
-                f"actor(s) x {plan.actor_cpus:g} CPU, tasks {plan.task_cpus:g} CPU"
+                f"actor(s) x {plan.actor_cpus:g} CPU, {plan.tasks} read and {plan.tasks} write task(s) "
+                f"x {plan.task_cpus:g} CPU"
             )
             small, _ = timed_ingest("ray", rows.head(SMALL_JOB), encoder, uri, "bench_ray_small")
             print(f"    a job of {SMALL_JOB} images: {small.seconds:.1f} s (actors start and load the encoder)")
@@ -143,6 +144,14 @@ class Progress:
         self._thread.join()
         self.client.close()
 
+    def timeline(self, step_s: float = 10.0) -> str:
+        """The rows stored every `step_s` seconds of the job: "10 s 0, 20 s 96, ..." (rows held back show as 0s)."""
+        marks, start = [], self.samples[0][0] if self.samples else 0.0
+        for at, rows in self.samples:
+            if at - start >= step_s * (len(marks) + 1):
+                marks.append(f"{step_s * (len(marks) + 1):.0f} s {rows}")
+        return ", ".join(marks)
+
     def steady_rate(self, total: int) -> float:
         """Images/s between the samples holding 10% and 90% of `total` rows: the job's rate after its start-up."""
         low = next((s for s in self.samples if s[1] >= 0.1 * total), None)
@@ -163,6 +172,7 @@ def ray_nodes(cores: list[int]) -> Iterator[str]:
     the raylet. The whole cluster is stopped at the end.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's first import: loopback
+    os.environ.setdefault("RAY_num_workers_soft_limit", str(distributed.IDLE_WORKERS))  # as deploy/kubernetes
     from ray.cluster_utils import Cluster
 
     loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 400 << 20}
@@ -193,7 +203,8 @@ def wait_for_cpus(cpus: int, timeout_s: float = 60) -> None:
 
 def scaling(photos: int, cores: list[int]) -> None:
     """Local ingest on one core against the Ray ingest on 1 and on 2 single-core nodes: steady rates, ratios."""
-    rows = make_photos(load_bundled(), BENCH_DIR, photos) if photos > len(load_bundled()) else load_bundled()
+    bundled = load_bundled()
+    rows = make_photos(bundled, BENCH_DIR, photos) if photos > len(bundled) else bundled.head(photos)
     total = len(rows)
     encoder = load_encoder()
     rates = {}
@@ -219,9 +230,11 @@ def scaling(photos: int, cores: list[int]) -> None:
                     report, _ = timed_ingest("ray", rows, encoder, uri, name, ray_address=address)
                 rates[count] = progress.steady_rate(total - len(report.skipped))
                 print(
-                    f"Ray, {count} node(s) of 1 core ({plan.actors} actor(s) x {plan.actor_cpus:g} CPU): "
+                    f"Ray, {count} node(s) of 1 core ({plan.actors} actor(s) x {plan.actor_cpus:g} CPU, "
+                    f"{plan.tasks} read and {plan.tasks} write task(s) x {plan.task_cpus:g} CPU): "
                     f"{report.summary()}; {report.throughput()}; steady {rates[count]:.1f} images/s"
                 )
+                print(f"    rows stored over the job: {progress.timeline()}")
     print(f"ratio ray_2nodes/ray_1node = {rates[len(cores)] / rates[1]:.2f}")
     print(f"ratio ray_steady/local = {rates[1] / rates['local']:.2f}")
 

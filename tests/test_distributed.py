@@ -80,6 +80,15 @@ def test_the_actor_pool_always_leaves_cpus_for_the_read_and_write_tasks(nodes, a
     assert plan.actors * plan.actor_cpus + 2 * plan.task_cpus <= plan.cpus
     if actors is None and min(usable) >= 2:
         assert plan.actor_cpus >= 0.5 * min(usable)  # and the cluster is used, not left idle
+    assert plan.tasks >= 1 and plan.actors * plan.actor_cpus + 2 * plan.tasks * plan.task_cpus <= plan.cpus + 1e-9
+
+
+@pytest.mark.parametrize(("nodes", "tasks"), [([1], 1), ([1, 1], 2), ([0, 1, 1], 2), ([1] * 4, 4), ([4, 4], 4)])
+def test_the_cpus_the_actors_leave_are_split_between_read_and_write_tasks(nodes, tasks):
+    """Capped at these counts, Ray Data's budget runs them all: uncapped, two 1-CPU nodes ran one of each."""
+    plan = plan_resources(nodes)
+    assert plan.tasks == tasks
+    assert plan.actors * plan.actor_cpus + 2 * plan.tasks * plan.task_cpus == pytest.approx(plan.cpus)
 
 
 def test_a_cluster_too_small_for_any_job_is_refused():
@@ -147,6 +156,7 @@ def ray_cluster():
         pytest.skip('needs `pip install -e ".[distributed]"`')
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's first import: loopback
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_num_workers_soft_limit", str(distributed.IDLE_WORKERS))  # as the deployment's nodes
     from ray.cluster_utils import Cluster
 
     loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "object_store_memory": 200 << 20}

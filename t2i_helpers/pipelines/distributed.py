@@ -45,6 +45,15 @@ from .operators import Decoded, IngestReport, Skipped, decode_file, drop_stored,
 
 FILES_PER_CHUNK = 32  # files per read task
 TASK_CPUS = 0.25  # what a read or write task claims: they wait on files and Milvus as much as they compute
+# Idle worker processes a Ray node keeps ($RAY_num_workers_soft_limit where its raylet starts). Ray's default, the
+# node's free CPUs, is 0 while the actors and tasks claim them all: each idle worker is killed after 1 s and the
+# next task starts a new one (seconds of imports on a busy core); on two 1-CPU nodes no task ran for minutes.
+IDLE_WORKERS = 8
+# Ray Data's cluster autoscaler, in the driver ($RAY_DATA_CLUSTER_AUTOSCALER). Its default, RATE_BASED, limits the
+# job to the CPUs its throughput model asks for (1.25 of two 1-CPU nodes: a node's unasked fraction is not handed
+# out), its budget reserves them upstream first, and no write task ran until every read and embedding was done.
+# V2 asks for whole nodes, so the job keeps every CPU of nodes with whole CPUs (docs/distributed.md).
+DATA_AUTOSCALER = "V2"
 _NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
 # "ValueError: ..." lines of a worker's traceback: (the error's type, its message)
 _RAISED = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception)\w*): (.+)$", re.MULTILINE)
@@ -52,12 +61,13 @@ INSTALL_HINT = 'the Ray ingest needs Ray: pip install -e ".[distributed]" (or pi
 
 
 class RayPlan(NamedTuple):
-    """How a Ray ingest uses the cluster: embedding actors, the CPUs each claims, what read and write tasks claim."""
+    """How a Ray ingest uses the cluster: embedding actors and their CPUs, read and write tasks and theirs."""
 
     cpus: float
     actors: int
     actor_cpus: float
     task_cpus: float
+    tasks: int  # read tasks at once, and as many write tasks: what the actors leave of the CPUs
 
 
 def plan_resources(node_cpus: list[float], actors: int | None = None) -> RayPlan:
@@ -68,6 +78,10 @@ def plan_resources(node_cpus: list[float], actors: int | None = None) -> RayPlan
     and room for a read and a write task. By default there is one actor per node: an encoder already runs one
     forward pass per core of its machine (ConSE's ONNX passes, torch's threads), and two actors on two cores
     measured half the images/s of one (benchmarks/distributed.py).
+
+    The CPUs the actors leave go to read and write tasks in equal numbers (`tasks` of each), and the job caps
+    each stage at that. Uncapped, Ray Data's budget splits those CPUs by its own shares: on two 1-CPU nodes it
+    ran one read and one write task at a time (a quarter of the CPUs unclaimed) and the actors waited for input.
 
     Args:
         node_cpus: the CPUs of each node (`ray.nodes()`); nodes without CPUs are ignored.
@@ -84,8 +98,9 @@ def plan_resources(node_cpus: list[float], actors: int | None = None) -> RayPlan
         )
     actors = actors or len(nodes)
     per_node = -(-actors // len(nodes))  # actors per node, rounded up
-    actor_cpus = min(smallest * 0.75, smallest - 2 * TASK_CPUS) / per_node
-    return RayPlan(sum(nodes), actors, math.floor(actor_cpus * 100) / 100, TASK_CPUS)
+    actor_cpus = math.floor(min(smallest * 0.75, smallest - 2 * TASK_CPUS) / per_node * 100) / 100
+    tasks = max(1, math.floor((sum(nodes) - actors * actor_cpus) / (2 * TASK_CPUS) + 1e-9))
+    return RayPlan(sum(nodes), actors, actor_cpus, TASK_CPUS, tasks)
 
 
 def chunk_files(records: list[dict], files_per_chunk: int = FILES_PER_CHUNK) -> list[list[dict]]:
@@ -159,26 +174,6 @@ def _row(row: dict, image: np.ndarray, tally: dict | None = None) -> dict:
     }
 
 
-class ImageEmbedder:
-    """A Ray actor's work: load the encoder once, then embed one batch of images per call (`map_batches`)."""
-
-    def __init__(self, encoder_spec: str, encoder_name: str, dim: int) -> None:
-        self.encoder = load_encoder(encoder_spec)
-        if (self.encoder.name, self.encoder.dim) != (encoder_name, dim):
-            raise StoreError(
-                f"encoder {encoder_spec!r} loads as {self.encoder.name!r} ({self.encoder.dim}-d) on the Ray "
-                f"workers, not {encoder_name!r} ({dim}-d): give the Ray ingest a name load_encoder() accepts"
-            )
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = batch.pop("image")
-        embeddings = np.zeros((len(images), self.encoder.dim), np.float32)
-        todo = np.flatnonzero(batch["tally"] == "")
-        if len(todo):
-            embeddings[todo] = self.encoder.encode_images([images[i] for i in todo])
-        return {**batch, "embedding": embeddings}
-
-
 def check_ray_ready(config: Config) -> None:
     """Refuse a Ray ingest that cannot run, before anything is loaded: Ray missing, or a milvus-lite store.
 
@@ -215,6 +210,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind to, and connect over, 127.0.0.1
     if address == "local":
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for a local instance, without its warning
+        os.environ.setdefault("RAY_num_workers_soft_limit", str(IDLE_WORKERS))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import ray
@@ -287,11 +283,13 @@ def ingest(
                 from .sink import MilvusDatasink
 
                 DataContext.get_current().enable_progress_bars = progress
+                os.environ.setdefault("RAY_DATA_CLUSTER_AUTOSCALER", DATA_AUTOSCALER)  # read as each job starts
                 plan = cluster_plan(actors)
+                plan = plan._replace(tasks=min(plan.tasks, len(chunk_files(todo))))  # no more tasks than chunks
                 stages = ingest_dataset(todo, encoder, spec, store.config, plan, batch_size, thumbnails)
                 sink = MilvusDatasink(store, report)
                 with _quiet("ray.data"), _quiet("pymilvus"):  # both log a failure in full before it is raised
-                    stages.write_datasink(sink, ray_remote_args={"num_cpus": plan.task_cpus})
+                    stages.write_datasink(sink, ray_remote_args={"num_cpus": plan.task_cpus}, concurrency=plan.tasks)
     except Exception as err:
         with contextlib.suppress(Exception):  # tasks' counts only reach the report at the end: ask the collection
             report.added = max(report.added, store.count() - stored_before)
@@ -328,6 +326,8 @@ def ingest_dataset(
     """
     import ray.data
 
+    from .sink import ImageEmbedder
+
     name, dim = encoder.name, encoder.dim
     chunks = [{"files": json.dumps(chunk)} for chunk in chunk_files(todo)]
     read_options = {"config": config, "encoder_name": name, "dim": dim, "thumbnails": thumbnails}
@@ -336,6 +336,7 @@ def ingest_dataset(
         .flat_map(
             read_chunk,
             fn_kwargs={**read_options, "min_side": getattr(encoder, "image_size", None)},
+            compute=ray.data.TaskPoolStrategy(size=plan.tasks),  # Ray Data's budget then gives reads their share
             num_cpus=plan.task_cpus,
         )
         .map_batches(

@@ -1,4 +1,4 @@
-"""The Ray workers' side of the Milvus store: a connection per process and a Ray Data sink (notebook 04).
+"""The Ray workers' side of the ingest: the embedding actor, a store per process, a Ray Data sink (notebook 04).
 
 Ray Data's documented extension point for a new destination is a `ray.data.Datasink` subclass handed to
 `Dataset.write_datasink`; each write task calls `write` with some blocks, and the driver `on_write_complete`.
@@ -18,6 +18,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from ..config import Config
+from ..models.encoders import load_encoder
 from ..store.image_store import ImageStore, StoreError, read_meta
 from .operators import IngestReport, Skipped, write_rows
 
@@ -34,6 +35,26 @@ def open_store(config: Config, encoder_name: str, dim: int) -> ImageStore:
             f"collection {config.collection!r} is no longer at {config.uri} (dropped while the Ray ingest ran)"
         )
     return ImageStore(config, encoder_name, dim)
+
+
+class ImageEmbedder:
+    """A Ray actor's work: load the encoder once, then embed one batch of images per call (`map_batches`)."""
+
+    def __init__(self, encoder_spec: str, encoder_name: str, dim: int) -> None:
+        self.encoder = load_encoder(encoder_spec)
+        if (self.encoder.name, self.encoder.dim) != (encoder_name, dim):
+            raise StoreError(
+                f"encoder {encoder_spec!r} loads as {self.encoder.name!r} ({self.encoder.dim}-d) on the Ray "
+                f"workers, not {encoder_name!r} ({dim}-d): give the Ray ingest a name load_encoder() accepts"
+            )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = batch.pop("image")
+        embeddings = np.zeros((len(images), self.encoder.dim), np.float32)
+        todo = np.flatnonzero(batch["tally"] == "")
+        if len(todo):
+            embeddings[todo] = self.encoder.encode_images([images[i] for i in todo])
+        return {**batch, "embedding": embeddings}
 
 
 class Tally(NamedTuple):
