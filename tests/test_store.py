@@ -180,3 +180,39 @@ def test_non_ascii_paths_and_categories(tmp_path):
     assert {p: state.id for p, state in store.file_states(names).items()} == {p: i + 1 for i, p in enumerate(names)}
     assert [h.path for h in store.search(_vectors(1, 4), 4, category="café")[0]] == ["café/été.png"]
     store.close()
+
+
+def test_a_flat_cosine_collection_gets_an_ip_index_in_place_with_the_same_hits(tmp_path):
+    uri, queries = str(tmp_path / "s.db"), _vectors(5, 8, seed=3)
+    old = ImageStore(Config(uri=uri, metric="COSINE"), "enc-a", 8)  # as collections were made before IP
+    old.insert(_rows(40), _vectors(40, 8))
+    before = old.search(queries, top_k=10)
+    old.close()
+    store = ImageStore(Config(uri=uri), "enc-a", 8)
+    assert store.metric == "IP" and store.info()["metric"] == "IP"
+    assert store.client.describe_index(store.collection, "embedding")["metric_type"] == "IP"
+    after = store.search(queries, top_k=10)
+    assert store.count() == 40
+    assert _ids(after) == _ids(before)
+    scores = [[[h.score for h in hits] for hits in found] for found in (after, before)]
+    np.testing.assert_allclose(*scores, atol=1e-5)
+    store.client.release_collection(store.collection)  # a rebuild cut off between dropping the index and making it
+    store.client.drop_index(store.collection, "embedding")
+    store.close()
+    again = ImageStore(Config(uri=uri), "enc-a", 8)
+    assert _ids(again.search(queries, top_k=10)) == _ids(before)
+    again.close()
+
+
+def _ids(found: list[list]) -> list[list[int]]:
+    return [[h.id for h in hits] for hits in found]
+
+
+def test_a_collection_of_another_index_keeps_it_and_searches_with_its_metric(tmp_path):
+    uri = str(tmp_path / "s.db")
+    ImageStore(Config(uri=uri, metric="COSINE", index_type="IVF_FLAT", index_params={"nlist": 4}), "enc-a", 8).close()
+    store = ImageStore(Config(uri=uri), "enc-a", 8)  # IVF is not rebuilt: it is trained on the rows
+    store.insert(_rows(20), _vectors(20, 8))
+    assert store.metric == "COSINE"
+    assert [h.id for h in store.search(_vectors(20, 8)[:1], top_k=1)[0]] == [1]
+    store.close()

@@ -41,7 +41,7 @@ def range_search(store: ImageStore, embeddings: np.ndarray, radius: float, limit
             anns_field="embedding",
             limit=limit,
             output_fields=OUTPUT_FIELDS,
-            search_params={"metric_type": store.config.metric, "params": {"radius": radius}},
+            search_params={"metric_type": store.metric, "params": {"radius": radius}},
         )
         hits += to_hits(results)
     return hits
@@ -130,7 +130,7 @@ def category_outliers(store: ImageStore, images: StoredImages, n: int = 3) -> pd
             limit=size,
             filter=label_filter(label),
             output_fields=OUTPUT_FIELDS,
-            search_params={"metric_type": store.config.metric},
+            search_params={"metric_type": store.metric},
         )
         for hit in to_hits(ranked)[0][-n:][::-1]:
             vector = images.image_embeddings[where[hit.id]]

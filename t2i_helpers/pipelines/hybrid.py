@@ -107,7 +107,7 @@ def hybrid_search(
         raise ValueError(f"{len(queries)} query vectors but {len(texts)} texts")
     depth, where = depth or top_k, store.where(category, filters)
     requests = [
-        AnnSearchRequest(queries.tolist(), "embedding", {"metric_type": store.config.metric}, depth, where),
+        AnnSearchRequest(queries.tolist(), "embedding", {"metric_type": store.metric}, depth, where),
         AnnSearchRequest(list(texts), SPARSE_FIELD, {"metric_type": "BM25"}, depth, where),
     ]
     ranker = RRFRanker(rrf_k) if weights is None else WeightedRanker(*weights)

@@ -41,6 +41,11 @@ from .auth import (
     is_loopback,
 )
 
+# How long a thread of `t2i serve` may hold Python's GIL while another waits (CPython's default 5 ms). The event
+# loop, the search batcher and the pipeline's threads hand each request on several times: under 8 concurrent
+# clients a 1 ms slice answered ~25% more searches/s than 5 ms (docs/performance.md, "Serving under load").
+GIL_SWITCH_S = 0.001
+
 
 class BackgroundServer:
     """A uvicorn server on a daemon thread, for notebooks and tests (`t2i serve` runs in the foreground).
@@ -212,6 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"t2i: the API key is needed ({API_KEY_HEADER} header; the web app's sign-in)", file=sys.stderr)
         elif not is_loopback(args.host):
             print("t2i: warning: reachable from other machines, with no API key (--insecure)", file=sys.stderr)
+        sys.setswitchinterval(GIL_SWITCH_S)
         uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=args.access_log)
     finally:
         engine.close()

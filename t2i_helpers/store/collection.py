@@ -145,13 +145,7 @@ class CollectionLayout:
             schema.add_field(field, DataType.INT64)
         add_photo_fields(schema)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
-        index = self.client.prepare_index_params()
-        index.add_index(
-            "embedding",
-            index_type=self.config.index_type,
-            metric_type=self.config.metric,
-            params=dict(self.config.index_params),
-        )
+        index = self._vector_index(self.config.index_type)
         if self.meta["keywords"]:
             add_keyword_fields(schema, index)
         self.client.create_collection(  # creates the index and loads the collection
@@ -160,6 +154,27 @@ class CollectionLayout:
             index_params=index,
             consistency_level="Strong",  # a search sees every insert before it
         )
+
+    def _vector_index(self, index_type: str):
+        """Index parameters for the embedding: `index_type` with `config.metric` (and `config.index_params`)."""
+        index = self.client.prepare_index_params()
+        params = dict(self.config.index_params) if index_type == self.config.index_type else {}
+        index.add_index("embedding", index_type=index_type, metric_type=self.config.metric, params=params)
+        return index
+
+    def _check_index(self) -> str:
+        """The metric of the collection's vector index, which its searches must name; a FLAT index of another
+        metric than `config.metric` (COSINE, the default before IP) is rebuilt with it, and a missing one (a
+        rebuild cut off) built. A FLAT index is the vectors themselves: no row is read or written."""
+        name = self.collection
+        found = self.client.describe_index(name, "embedding") if self.client.list_indexes(name, "embedding") else None
+        if found and (found["index_type"] != "FLAT" or found["metric_type"] == self.config.metric):
+            return found["metric_type"]
+        self.client.release_collection(name)
+        if found:
+            self.client.drop_index(name, "embedding")
+        self.client.create_index(name, self._vector_index(found["index_type"] if found else self.config.index_type))
+        return self.config.metric
 
     def _with_keywords(self, rows: list[dict]) -> list[dict]:
         """`rows` with the words of each one's path and text as its keywords, where the collection has that field."""

@@ -108,6 +108,7 @@ class ImageStore(CollectionLayout):
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
         self._infix_like = False  # a Milvus server answered LIKE '%word%' (`where`)
+        self.metric = config.metric  # the vector index's metric, which searches name (`_check_index`)
         try:
             if reset:
                 for name in (self.collection, self._backup):
@@ -118,9 +119,11 @@ class ImageStore(CollectionLayout):
                 self._migrate()
             elif self.client.has_collection(self.collection):
                 version = self._check_meta(self.collection, SCHEMA_VERSION, 2, 1)
+                if version == SCHEMA_VERSION:
+                    self.metric = self._check_index()
                 self.client.load_collection(self.collection)  # a reopened collection starts released
                 if version != SCHEMA_VERSION:
-                    self._migrate()
+                    self._migrate()  # the collection is made anew, with `config.metric`
             else:
                 self._create(self.collection)
         except Exception:
@@ -313,7 +316,7 @@ class ImageStore(CollectionLayout):
             limit=top_k,
             filter=self.where(category, filters),
             output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
-            search_params={"metric_type": self.config.metric},
+            search_params={"metric_type": self.metric},
         )
         return to_hits(results)
 
@@ -358,7 +361,7 @@ class ImageStore(CollectionLayout):
             "uri": self.config.uri,
             **self.meta,
             "index_type": self.config.index_type,
-            "metric": self.config.metric,
+            "metric": self.metric,
             "count": self.count(),
         }
 
