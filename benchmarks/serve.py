@@ -2,12 +2,15 @@
 
 Builds once (cached in data/bench/serve-10k/) a milvus-lite collection of 10,000 photos through the real ingest:
 the bundled photos and flipped / rotated / cropped / recoloured copies of them, as benchmarks/search.py makes
-them. Then starts three `t2i serve --api` processes, each on its own copy of that collection file:
+them. Then starts four `t2i serve --api` processes, each on its own copy of that collection file:
   now:      `--max-batch 1 --query-cache 0`: every request runs its own encoder call and its own Milvus search
             (today's path; it runs on the per-row int8 text tower, as every path here does);
   batched:  `--query-cache 0`: concurrent requests embedded in one encoder call, searched in one Milvus call;
   new:      the defaults: batching, and a repeated query skips the encoder (`QueryCache`; the clients cycle
             through the bundled photos' distinct captions, so a query comes back after ~750 others);
+  static:   the defaults with the static text tower (`--encoder conse-effnet-static-minilm`, an option with a
+            lower R@10, models/static_tower.py): its answers differ from the others' by design, so they are
+            not compared;
 and drives them in turns, phase by phase (1, 8 and 32 clients, `--seconds` each), from this process
 (`measure.load.load_test`: one thread and one HTTP connection per client, on the same 2 cores). It prints, per
 path and concurrency, searches/s and p50 / p95 / p99 latency, the ratios over today's path, how many answers
@@ -98,6 +101,7 @@ PATHS = {  # name -> `t2i serve` options
     "now": ("--max-batch", "1", "--query-cache", "0"),  # each request on its own, every query embedded
     "batched": ("--query-cache", "0"),  # dynamic batching only
     "new": (),  # dynamic batching and the query cache (the defaults)
+    "static": ("--encoder", "conse-effnet-static-minilm"),  # the defaults, queries through the static tower
 }
 
 
@@ -132,7 +136,10 @@ def main() -> None:
         print(f"ratio throughput_batched/throughput_now = {reports['batched', 8].throughput / now.throughput:.2f}")
         print(f"ratio p95_new/p95_now = {new.percentile(95) / now.percentile(95):.2f}  (8 clients)")
         p50 = {name: reports[name, 1].percentile(50) for name in servers}
-        print(f"one client p50: now {p50['now']:.1f} ms, batched {p50['batched']:.1f} ms, new {p50['new']:.1f} ms")
+        print(
+            f"one client p50: now {p50['now']:.1f} ms, batched {p50['batched']:.1f} ms, new {p50['new']:.1f} ms, "
+            f"static text tower {p50['static']:.1f} ms"
+        )
         same = differ = 0
         for name in ("batched", "new"):
             for clients in (1, 8, 32):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from t2i_helpers.data.images import read_image
+from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.finetune import caption_recall
 from t2i_helpers.models import static_tower
 from t2i_helpers.models.conse import ConSEEncoder
@@ -18,7 +19,7 @@ model2vec = pytest.importorskip("model2vec", reason='the static text tower: pip 
 
 @pytest.fixture(scope="module")
 def static():
-    return load_encoder(text_backend="static")
+    return load_encoder("conse-effnet-static-minilm")  # `t2i serve --encoder conse-effnet-static-minilm`
 
 
 def test_static_text_tower_is_an_option_within_003_of_the_default(static, encoder, bundled):
@@ -31,6 +32,18 @@ def test_static_text_tower_is_an_option_within_003_of_the_default(static, encode
     default = caption_recall(encoder.encode_texts(captions), image_embeddings, (10,))["R@10"]
     fast = caption_recall(static.encode_texts(captions), image_embeddings, (10,))["R@10"]
     assert fast >= 0.225 and default - fast <= 0.03, (default, fast)
+
+
+def test_the_static_encoder_searches_a_collection_the_default_built(engine, bundled):
+    """What `t2i serve --encoder conse-effnet-static-minilm` does with an index made by the default encoder."""
+    fast = SearchEngine.open_index(engine.config, encoder="conse-effnet-static-minilm")
+    try:
+        assert fast.encoder.text_backend == "static" and fast.store.count() == engine.store.count()
+        captions = list(bundled.caption[:40])
+        found = [hits[0].caption for hits in fast.search_many(captions, top_k=10)]
+        assert sum(f == c for f, c in zip(found, captions, strict=True)) >= 5  # the first hit is often the photo
+    finally:
+        fast.close()
 
 
 def test_static_embeddings_are_normalized_and_do_not_depend_on_their_batch(static, bundled):

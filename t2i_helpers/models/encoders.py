@@ -27,6 +27,8 @@ _BUILTIN: dict[str, tuple[str, str, dict]] = {
     "conse-effnet-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"variant": "lite2"}),
     "conse-effnet-lite0-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"variant": "lite0"}),
     "conse-effnet-lite1-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"variant": "lite1"}),
+    # the default with the static text tower (models/static_tower.py): it searches the default's collections
+    "conse-effnet-static-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"text_backend": "static"}),
     "openclip-tiny-random": ("t2i_helpers.models.clip_archs", "tiny_openclip", {}),
 }
 # prefix -> (module, factory): the rest of the name is the factory's first argument.
