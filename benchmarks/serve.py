@@ -4,20 +4,23 @@ Builds once (cached in data/bench/serve-10k/) a milvus-lite collection of 10,000
 the bundled photos and flipped / rotated / cropped / recoloured copies of them, as benchmarks/search.py makes
 them. Then starts four `t2i serve --api` processes, each on its own copy of that collection file:
   now:      `--max-batch 1 --query-cache 0`: every request runs its own encoder call and its own Milvus search
-            (today's path; it runs on the per-row int8 text tower, as every path here does);
+            (today's path; it runs on the per-row int8 text tower as every path but `static` does, and with
+            what every path shares: the IP index, the server's 1 ms GIL slice);
   batched:  `--query-cache 0`: concurrent requests embedded in one encoder call, searched in one Milvus call;
   new:      the defaults: batching, and a repeated query skips the encoder (`QueryCache`; the clients cycle
             through the bundled photos' distinct captions, so a query comes back after ~750 others);
   static:   the defaults with the static text tower (`--encoder conse-effnet-static-minilm`, an option with a
             lower R@10, models/static_tower.py): its answers differ from the others' by design, so they are
             not compared;
-and drives them in turns, phase by phase (1, 8 and 32 clients, `--seconds` each), from this process
+and drives them in turns, phase by phase: 1 client for `--seconds` (fewer searches than distinct queries, so
+none is repeated), then 8 and 32 clients, `--rounds` turns of `--seconds` each, pooled (a drift of the
+machine's speed falls on every path alike; queries repeat, which the new path's cache is for), from this process
 (`measure.load.load_test`: one thread and one HTTP connection per client, on the same 2 cores). It prints, per
 path and concurrency, searches/s and p50 / p95 / p99 latency, the ratios over today's path, how many answers
 were compared with today's path and how many differed (ids and order), then 32 clients on the new path for
 `--soak` seconds (errors, and the server's peak resident memory with milvus-lite's process).
 
-    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/serve.py      # ~5 minutes (+3 the first time)
+    flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/serve.py      # ~6 minutes (+3 the first time)
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ PATHS = {  # name -> `t2i serve` options
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per path and concurrency")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per path, concurrency and round")
+    parser.add_argument("--rounds", type=int, default=3, help="how many times the paths take turns")
     parser.add_argument("--soak", type=float, default=60.0, help="32 clients on the new path, for this long")
     parser.add_argument("-k", "--top-k", type=int, default=10)
     args = parser.parse_args()
@@ -118,18 +122,22 @@ def main() -> None:
     servers = {name: Server(name, db, 8790 + i, *options) for i, (name, options) in enumerate(PATHS.items())}
     try:
         for server in servers.values():  # warm-up: the models' first calls, Milvus's first searches
-            load_test(server.url, queries[:50], clients=2, seconds=2, top_k=args.top_k)
+            load_test(server.url, queries[-50:], clients=2, seconds=2, top_k=args.top_k)  # the last: seen last
         print(
             f"{len(queries)} distinct queries (captions of the bundled photos), k={args.top_k}, "
-            f"{args.seconds:.0f} s per path and concurrency, paths in turns",
+            f"{args.seconds:.0f} s per path at 1 client, {args.rounds} rounds of {args.seconds:.0f} s at 8 and 32, "
+            "paths in turns",
             flush=True,
         )
         reports: dict[tuple[str, int], LoadReport] = {}
-        for clients in (1, 8, 32):
-            for name, server in servers.items():
-                reports[name, clients] = report = load_test(
-                    server.url, queries, clients, args.seconds, args.top_k, params=LITERAL
-                )
+        for clients, turns in ((1, 1), (8, args.rounds), (32, args.rounds)):  # one client: every query new
+            rounds: dict[str, list[LoadReport]] = {name: [] for name in servers}
+            for _ in range(turns):  # the paths in turns, round after round: drifts of the machine hit all
+                for name, server in servers.items():
+                    report = load_test(server.url, queries, clients, args.seconds, args.top_k, params=LITERAL)
+                    rounds[name].append(report)
+            for name in servers:
+                reports[name, clients] = report = pooled(rounds[name])
                 print(f"  {name:8s} {report.summary()}", flush=True)
         now, new = reports["now", 8], reports["new", 8]
         print(f"ratio throughput_new/throughput_now = {new.throughput / now.throughput:.2f}  (8 clients)")
@@ -152,6 +160,16 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.close()
+
+
+def pooled(rounds: list[LoadReport]) -> LoadReport:
+    """The rounds of one path and concurrency as one report: every latency, error and answer; their time summed."""
+    report = LoadReport(rounds[0].clients, sum(r.seconds for r in rounds))
+    for r in rounds:
+        report.latencies_ms += r.latencies_ms
+        report.errors += r.errors
+        report.answers |= r.answers
+    return report
 
 
 def soak(server: Server, queries: list[str], args: argparse.Namespace) -> None:
