@@ -45,7 +45,7 @@ class Config:
         index_type: Milvus index type; FLAT is exact (see notebook 03 for the ANN study).
         metric: similarity metric; IP, which on the unit vectors stored here is their cosine similarity, and
             which a FLAT scan computes without reading every stored vector's length again on each search as
-            COSINE does (a FLAT COSINE index of an older collection is rebuilt as IP on open; notebook 04).
+            COSINE does (a FLAT COSINE index of an older collection is rebuilt as IP on open; docs/performance.md).
         index_params: extra index build parameters (e.g. `{"M": 16, "efConstruction": 200}` for HNSW).
         data_dir: folder for fetched data sets, the default milvus-lite file and the thumbnail cache.
         thumbnail_size: the longer side of the thumbnails written at ingest and shown by the app, the widget
