@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import warnings
@@ -29,7 +27,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from .onnx_towers import file_digest
+from .onnx_towers import GraphKey, file_digest
 
 RECIPE = 1  # bump when the way the table is built changes: every cached one is then rebuilt
 # model2vec's defaults except PCA: without it the vectors stay in MiniLM's space (measured R@10 0.234; with its
@@ -46,15 +44,16 @@ def _minilm_path() -> Path:
 
 
 def static_key() -> str:
-    """A digest of what the table is built from: MiniLM's weights, SETTINGS, library versions and RECIPE."""
-    libraries = ("model2vec", "skeletoken", "transformers", "tokenizers", "torch")
+    """A digest of what the table is built from: MiniLM's weights, SETTINGS, library versions and RECIPE (the
+    cached graphs' `GraphKey` digest, which adds torch's and ONNX's versions)."""
+    libraries = ("model2vec", "skeletoken", "transformers", "tokenizers")
     sources = {
         "weights": file_digest(_minilm_path() / "model.safetensors"),
         **SETTINGS,
         **{name: metadata.version(name) for name in libraries},
-        "recipe": RECIPE,
+        "static recipe": RECIPE,
     }
-    return hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+    return GraphKey("minilm-static", sources).digest
 
 
 def distill_minilm(folder: Path) -> None:

@@ -173,7 +173,7 @@ class CollectionLayout:
         self.client.release_collection(name)
         if found:
             self.client.drop_index(name, "embedding")
-        self.client.create_index(name, self._vector_index(found["index_type"] if found else self.config.index_type))
+        self.client.create_index(name, self._vector_index("FLAT" if found else self.config.index_type))
         return self.config.metric
 
     def _with_keywords(self, rows: list[dict]) -> list[dict]:
