@@ -35,7 +35,8 @@ SIZES = (16, 24, 32, 40, 48, 64, 96)  # face heights tried in (b), in px
 def cpu() -> str:
     """The CPU model and whether it has AVX-512 (the benchmarks' convention)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), platform.machine())
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line]
+    model = names[0] if names else platform.machine()
     return f"{model}, avx512: {'avx512f' in info}"
 
 
@@ -125,7 +126,8 @@ def main() -> None:
         for row in rows:
             reader.embedder.feature(reader.embedder.alignCrop(small, row))
     embed_ms = (time.perf_counter() - started) / rounds / len(rows) * 1000
-    print(f"(d) detection {detect_ms:.1f} ms a photo at {photo.shape[1]}x{photo.shape[0]}, embedding {embed_ms:.1f} ms a face")
+    size = f"{photo.shape[1]}x{photo.shape[0]}"
+    print(f"(d) detection {detect_ms:.1f} ms a photo at {size}, embedding {embed_ms:.1f} ms a face")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ from .config import DEFAULT_COLLECTION, Config
 from .data.datasets import load_source
 from .data.images import MAX_SIDE, ImageLike, Thumbnails, read_image
 from .models.encoders import Encoder, load_encoder
+from .pipelines.face_pass import FaceReport, find_faces
 from .pipelines.hybrid import hybrid_search, keyword_search
 from .pipelines.ingest import ingest
 from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
+from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import understand
 from .store.filters import Filters
@@ -172,9 +174,40 @@ class SearchEngine:
         nothing is embedded again, and a run cut off is finished by running it again (`ocr_pass.read_text`)."""
         from .models.ocr import read_texts  # loads RapidOCR's models: only for an OCR pass
 
-        root = None if source is None else Path(source).expanduser()
-        root = root if root is None or root.is_dir() else root.parent
-        return read_text(self.store, read_texts, root, progress=progress)
+        return read_text(self.store, read_texts, folder_of(source), progress=progress)
+
+    def read_faces(self, source: str | Path | None = None, progress: bool = True) -> FaceReport:
+        """Find, embed and group the faces in every stored photo (of folder or CSV `source`) not read yet
+        (notebook 07); nothing is embedded again, and a run cut off is finished by running it again."""
+        from .models.faces import default_reader  # loads YuNet and SFace: only for a face pass
+
+        return find_faces(self.store, default_reader(), folder_of(source), progress=progress)
+
+    def people(self) -> list[Person]:
+        """Every person whose faces were read, most photos first (`people.list_people`, notebook 07)."""
+        self.store.faces.require()
+        return list_people(self.store.faces)
+
+    def face_thumbnail(self, person: Person) -> Path:
+        """A small JPEG of a person's surest face, made on first use under the thumbnail folder's `faces/`."""
+        return face_thumbnail(self.store, person.face, Path(self.thumbnails.folder) / "faces")
+
+    def name_person(self, person: int, name: str) -> None:
+        """Name a person; `t2i search --person NAME` then finds its photos."""
+        name_person(self.store.faces, person, name)
+
+    def merge_people(self, source: int, target: int) -> None:
+        """Make two persons one: `source`'s faces go to `target`."""
+        merge_people(self.store.faces, source, target)
+
+    def forget_person(self, person: int) -> int:
+        """Delete a person's faces and name (the photos stay); how many faces."""
+        return forget_person(self.store.faces, person)
+
+    def regroup_people(self) -> int:
+        """Group every face into people anew, names kept (`people.regroup`); how many people."""
+        self.store.faces.require()
+        return regroup(self.store.faces)
 
     def prepare_query(self, text: str) -> Query:
         """The cleaned query as the encoder will read it, with a notice if it was shortened."""
@@ -329,3 +362,9 @@ class SearchEngine:
         if not self.closed:
             self._store.close()
             self.closed = True
+
+
+def folder_of(source: str | Path | None) -> Path | None:
+    """The folder a pass over stored photos covers: `source` itself, or a CSV's folder (None: every photo)."""
+    root = None if source is None else Path(source).expanduser()
+    return root if root is None or root.is_dir() else root.parent

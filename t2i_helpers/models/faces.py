@@ -115,9 +115,13 @@ class FaceReader:
         """
         rows, small, scale = self.detect(image)
         scale *= original_scale
+        width, height = image.shape[1] * original_scale, image.shape[0] * original_scale
         faces = []
         for row in rows:
-            x, y, w, h = (row[:4] * scale).round().astype(int).tolist()
+            # clipped to the photo: YuNet boxes a face cut by the edge as if the photo went on
+            left, top = max(0.0, row[0] * scale), max(0.0, row[1] * scale)
+            right, bottom = min(width, (row[0] + row[2]) * scale), min(height, (row[1] + row[3]) * scale)
+            x, y, w, h = round(left), round(top), round(right - left), round(bottom - top)
             if row[14] < self.min_score or h < self.min_face:
                 continue
             try:
