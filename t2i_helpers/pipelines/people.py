@@ -117,9 +117,12 @@ def name_person(faces: FaceStore, person: int, name: str) -> None:
     """Name a person (or rename it); a name another person has is refused, for a merge is what was meant."""
     name = clean_name(name)
     rows = _faces_of(faces, person)
-    other = {f.person for f in faces.faces('name != ""') if f.name.casefold() == name.casefold()} - {person}
+    other = [f for f in faces.faces('name != ""') if f.name.casefold() == name.casefold() and f.person != person]
     if other:
-        raise StoreError(f"person {min(other)} is named {name!r} already: `t2i people merge {person} {min(other)}`")
+        found = other[0]
+        raise StoreError(
+            f"person {found.person} is named {found.name!r} already: `t2i people merge {person} {found.person}`"
+        )
     faces.update({r.id: {"name": name} for r in rows})
 
 
