@@ -190,7 +190,7 @@ class SearchEngine:
 
     def face_thumbnail(self, person: Person) -> Path:
         """A small JPEG of a person's surest face, made on first use under the thumbnail folder's `faces/`."""
-        return face_thumbnail(self.store, person.face, Path(self.thumbnails.folder) / "faces")
+        return face_thumbnail(self.store, person.face, self.thumbnails.face_path(person.face.photo_id, person.face.id))
 
     def name_person(self, person: int, name: str) -> None:
         """Name a person; `t2i search --person NAME` then finds its photos."""
@@ -201,8 +201,11 @@ class SearchEngine:
         merge_people(self.store.faces, source, target)
 
     def forget_person(self, person: int) -> int:
-        """Delete a person's faces and name (the photos stay); how many faces."""
-        return forget_person(self.store.faces, person)
+        """Delete a person's faces, their cached crops and its name (the photos stay); how many faces."""
+        forgotten = forget_person(self.store.faces, person)
+        for face in forgotten:
+            self.thumbnails.face_path(face.photo_id, face.id).unlink(missing_ok=True)
+        return len(forgotten)
 
     def regroup_people(self) -> int:
         """Group every face into people anew, names kept (`people.regroup`); how many people."""

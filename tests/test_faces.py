@@ -25,6 +25,7 @@ from t2i_helpers.data.images import decode_bounded  # noqa: E402
 from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import FaceReader  # noqa: E402
+from t2i_helpers.pipelines.people import face_thumbnail  # noqa: E402
 from t2i_helpers.store.filters import Filters  # noqa: E402
 from t2i_helpers.store.image_store import StoreError  # noqa: E402
 
@@ -167,14 +168,17 @@ def test_people_are_named_searched_regrouped_merged_and_forgotten(indexed):
     with pytest.raises(StoreError, match="both in 1 photo"):  # the group photo: two people
         engine.merge_people(cameraman, hopper)
     group_id = next(i for i, p in engine.store.paths().items() if p.endswith("group.jpg"))
+    group_face = engine.store.faces.faces(f"photo_id == {group_id}")[0]
+    crop = face_thumbnail(engine.store, group_face, engine.thumbnails.face_path(group_id, group_face.id))
     engine.delete([group_id])
-    assert engine.store.faces.faces(f"photo_id == {group_id}") == []
+    assert engine.store.faces.faces(f"photo_id == {group_id}") == [] and not crop.exists()
     assert group_id not in engine.store.faces.read_photos()
     engine.merge_people(cameraman, hopper)  # once the group photo is gone, the user may say they are one
     assert found("Grace") == (_who(truth, "hopper") | _who(truth, "cameraman")) - {"group.jpg"}
     assert engine.regroup_people() == 2  # faces named alike stay together
 
-    assert engine.forget_person(astronaut) == 4
+    crop = engine.face_thumbnail(next(p for p in engine.people() if p.id == astronaut))
+    assert engine.forget_person(astronaut) == 4 and not crop.exists()
     assert [p.name for p in engine.people()] == ["Grace"]
     with pytest.raises(StoreError, match="no person is named 'Eileen'"):
         found("Eileen")

@@ -293,11 +293,17 @@ class Thumbnails:
             partial.replace(target)
         return target
 
+    def face_path(self, image_id: int, face_id: int) -> Path:
+        """Where the crop of one face of `image_id` lives (`pipelines/people.face_thumbnail` makes it)."""
+        return Path(self.folder) / "faces" / f"{image_id:016x}-{face_id:016x}.jpg"
+
     def remove(self, image_ids: Iterable[int]) -> None:
-        """Delete the thumbnails of these images, at every size cached (an image removed leaves nothing behind)."""
+        """Delete the thumbnails of these images, at every size cached, and their faces' crops (an image removed
+        leaves nothing behind)."""
         for image_id in image_ids:
-            for path in Path(self.folder).glob(f"*/{image_id:016x}.jpg"):
-                path.unlink(missing_ok=True)
+            for pattern in (f"*/{image_id:016x}.jpg", f"faces/{image_id:016x}-*.jpg"):
+                for path in Path(self.folder).glob(pattern):
+                    path.unlink(missing_ok=True)
 
     def ensure(self, image_id: int, source: str | Path) -> Path:
         """The thumbnail of `image_id`, made from `source` if missing.

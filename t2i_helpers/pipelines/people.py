@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -142,11 +143,11 @@ def merge_people(faces: FaceStore, source: int, target: int) -> None:
     faces.update({r.id: {"person": target, "name": name} for r in [*moved, *kept]})
 
 
-def forget_person(faces: FaceStore, person: int) -> int:
-    """Delete a person's faces and name; how many faces. Their photos stay read: the faces are not found again."""
+def forget_person(faces: FaceStore, person: int) -> list[FaceRow]:
+    """Delete a person's faces and name; the faces deleted. Their photos stay read: the faces are not found again."""
     rows = _faces_of(faces, person)
     faces.delete(r.id for r in rows)
-    return len(rows)
+    return rows
 
 
 def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
@@ -190,13 +191,12 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     return len(new_id)
 
 
-def face_thumbnail(store: ImageStore, face: FaceRow, folder: Path) -> Path:
-    """A small JPEG of one face (its box and a margin), made from its photo on first use: `folder/ID.jpg`.
+def face_thumbnail(store: ImageStore, face: FaceRow, target: Path) -> Path:
+    """A small JPEG of one face (its box and a margin) at `target`, made from its photo on first use.
 
     Raises:
         ImageError: the photo is gone, unreadable, or no longer the image indexed.
     """
-    target = Path(folder) / f"{face.id:016x}.jpg"
     if target.exists():
         return target
     rows = store.get([face.photo_id])
@@ -211,7 +211,7 @@ def face_thumbnail(store: ImageStore, face: FaceRow, folder: Path) -> Path:
     top, left = max(0, int(y - margin)), max(0, int(x - margin))
     crop = image[top : int(y + h + margin), left : int(x + w + margin)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
+    partial = target.with_suffix(f".{os.getpid()}.part")
     partial.write_bytes(encode_jpeg(shrink(crop, FACE_THUMBNAIL)))
     partial.replace(target)
     return target
