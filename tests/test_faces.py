@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,6 +27,8 @@ from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa:
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import FaceReader  # noqa: E402
 from t2i_helpers.pipelines.people import face_thumbnail  # noqa: E402
+from t2i_helpers.serve.api import create_api  # noqa: E402
+from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.filters import Filters  # noqa: E402
 from t2i_helpers.store.image_store import StoreError  # noqa: E402
 
@@ -157,6 +160,13 @@ def test_people_are_named_searched_regrouped_merged_and_forgotten(indexed):
     assert found("Grace", "a photo of a woman") <= _who(truth, "hopper")
     with pytest.raises(StoreError, match="no person is named 'Anna'"):
         found("Anna")
+    app = create_api(engine, upload_dir=folder.parent / "uploads")
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        hits = client.get("/search", params={"person": "grace", "k": 50})
+        assert {Path(h["path"]).name for h in hits.json()} == _who(truth, "hopper")
+        assert json.loads(hits.headers["T2I-Filters"]) == {"person": "grace"}
+        refused = client.get("/search", params={"q": "a woman", "person": "Anna"})
+        assert refused.status_code == 422 and "no person is named 'Anna'" in refused.json()["detail"]
     with pytest.raises(StoreError, match="named 'Grace' already"):
         engine.name_person(cameraman, "grace")
     with pytest.raises(ValueError, match="without a comma"):

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..data.images import ImageError, content_id, decode_bounded, encode_jpeg, read_bytes, shrink
 from ..models.faces import SAME_PERSON
-from ..store.face_store import MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore
-from ..store.image_store import ImageStore, StoreError
+from ..store.face_store import MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore, PersonError
+from ..store.image_store import ImageStore
 
 # A distance no two faces have (they are at most 2 apart): pairs that must stay apart. Average linkage joins two
 # groups only if their mean distance is under SAME_PERSON, so one such pair keeps apart groups of up to
@@ -98,7 +98,7 @@ def _faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
     faces.require()
     found = faces.faces(f"person == {int(person)}")
     if not found:
-        raise StoreError(f"there is no person {person}: `t2i people` lists them")
+        raise PersonError(f"there is no person {person}: `t2i people` lists them")
     return found
 
 
@@ -121,7 +121,7 @@ def name_person(faces: FaceStore, person: int, name: str) -> None:
     other = [f for f in faces.faces('name != ""') if f.name.casefold() == name.casefold() and f.person != person]
     if other:
         found = other[0]
-        raise StoreError(
+        raise PersonError(
             f"person {found.person} is named {found.name!r} already: `t2i people merge {person} {found.person}`"
         )
     faces.update({r.id: {"name": name} for r in rows})
@@ -131,14 +131,14 @@ def merge_people(faces: FaceStore, source: int, target: int) -> None:
     """Give `source`'s faces to `target` (which keeps its name, or takes `source`'s if it has none).
 
     Raises:
-        StoreError: one of them does not exist, or they are both in one photo (then they are two people).
+        PersonError: one of them does not exist, or they are both in one photo (then they are two people).
     """
     if source == target:
-        raise StoreError(f"person {source} cannot be merged into itself")
+        raise PersonError(f"person {source} cannot be merged into itself")
     moved, kept = _faces_of(faces, source), _faces_of(faces, target)
     shared = {r.photo_id for r in moved} & {r.photo_id for r in kept}
     if shared:
-        raise StoreError(f"persons {source} and {target} are both in {len(shared)} photo(s): they are two people")
+        raise PersonError(f"persons {source} and {target} are both in {len(shared)} photo(s): they are two people")
     name = kept[0].name or moved[0].name
     faces.update({r.id: {"person": target, "name": name} for r in [*moved, *kept]})
 

@@ -175,6 +175,14 @@ def _search_routes(service: Service) -> APIRouter:
         place: Name = None,
         camera: Name = None,
         text: Annotated[str | None, Query(max_length=200, pattern=r"[^\W_]", description="words in the photo")] = None,
+        person: Annotated[
+            str | None,
+            Query(
+                max_length=1000,
+                description="a person named with `t2i people name`; several separated by commas: "
+                "photos with all of them (422 if no one has a name)",
+            ),
+        ] = None,
         literal: Annotated[bool, Query(description="do not read places, dates or quoted words in `q`")] = False,
     ) -> list[HitOut]:
         """The `k` images that best match `q` among those that pass the filters, best first; the filters
@@ -183,7 +191,7 @@ def _search_routes(service: Service) -> APIRouter:
 
         def answer() -> tuple[Found | None, list[Hit]]:  # reads Milvus: on a worker thread, not the event loop
             chosen = service.check_category(category)
-            filters = Filters(after=after, before=before, place=place, camera=camera, text=text)
+            filters = Filters(after=after, before=before, place=place, camera=camera, text=text, person=person)
             if not (q or filters):
                 return None, engine.store.newest(k, chosen)
             found = engine.find(q, filters, k, chosen, literal, search)

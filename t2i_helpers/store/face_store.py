@@ -35,6 +35,10 @@ FACE_FIELDS = ["id", "photo_id", "box", "score", "person", "name"]  # a face row
 NO_PERSON = -1
 
 
+class PersonError(StoreError, ValueError):
+    """A person asked for is not there (no faces read yet, no such id or name): the user's input, not the store."""
+
+
 class FaceRow(NamedTuple):
     """One stored face; `face` False marks the row that records a photo as read (box empty, zero vector)."""
 
@@ -103,7 +107,7 @@ class FaceStore:
     def require(self) -> None:
         """Refuse, in one sentence, to answer about faces before any were read."""
         if not self.exists():
-            raise StoreError("no faces were read in this index yet: run `t2i index FOLDER --faces` first")
+            raise PersonError("no faces were read in this index yet: run `t2i index FOLDER --faces` first")
 
     def write(self, rows: Sequence[FaceRow]) -> None:
         """Upsert face rows (and "read" rows) in one call, then flush: a photo's faces are stored all or none."""
@@ -149,7 +153,7 @@ class FaceStore:
         """The photos in which every one of `names` is (names match without regard to case).
 
         Raises:
-            StoreError: no faces were read yet, or no person has one of the names (one sentence).
+            PersonError: no faces were read yet, or no person has one of the names (one sentence).
         """
         self.require()
         by_name: dict[str, set[int]] = {}
@@ -158,7 +162,7 @@ class FaceStore:
         found = []
         for name in names:
             if name.casefold() not in by_name:
-                raise StoreError(f"no person is named {name!r}: `t2i people` lists them, `t2i people name` names one")
+                raise PersonError(f"no person is named {name!r}: `t2i people` lists them, `t2i people name` names one")
             found.append(by_name[name.casefold()])
         return set.intersection(*found) if found else set()
 
