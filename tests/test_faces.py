@@ -26,9 +26,10 @@ from t2i_helpers.data.images import decode_bounded  # noqa: E402
 from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import FaceReader  # noqa: E402
-from t2i_helpers.pipelines.people import face_thumbnail  # noqa: E402
+from t2i_helpers.pipelines.people import People, face_thumbnail  # noqa: E402
 from t2i_helpers.serve.api import create_api  # noqa: E402
 from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
+from t2i_helpers.store.face_store import FaceRow  # noqa: E402
 from t2i_helpers.store.filters import Filters  # noqa: E402
 from t2i_helpers.store.image_store import StoreError  # noqa: E402
 
@@ -107,6 +108,15 @@ def test_faces_are_found_where_they_are(faces, reader, library):
     assert reader.read(decode_bounded(Path(stamp).read_bytes())[0]) == []
 
 
+def test_two_faces_of_one_photo_never_join_one_person():
+    anna, far = np.eye(3, dtype=np.float32)[[0, 2]]
+    near = np.float32([0.99, 0.14, 0])  # cosine distance 0.01 to anna: she would take both
+    people = People([FaceRow(1, 10, True, (0, 0, 50, 50), 0.9, 0, "Anna", anna)])
+    assert people.assign(np.stack([near, anna])) == [1, 0]  # the nearer face is Anna, the other someone new
+    assert people.assign(np.stack([far])) == [2] and people.names == {0: "Anna", 1: "", 2: ""}
+    assert people.assign(np.float32([[0.99, -0.14, 0]])) == [0]  # nearest Anna, alone in its photo: hers
+
+
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, encoder, library):
     """A copy of the library indexed into a fresh milvus-lite file and its faces read, once for the module."""
@@ -166,7 +176,7 @@ def test_people_are_named_searched_regrouped_merged_and_forgotten(indexed):
         assert {Path(h["path"]).name for h in hits.json()} == _who(truth, "hopper")
         assert json.loads(hits.headers["T2I-Filters"]) == {"person": "grace"}
         refused = client.get("/search", params={"q": "a woman", "person": "Anna"})
-        assert refused.status_code == 422 and "no person is named 'Anna'" in refused.json()["detail"]
+        assert refused.status_code == 404 and "no person is named 'Anna'" in refused.json()["detail"]
     with pytest.raises(StoreError, match="named 'Grace' already"):
         engine.name_person(cameraman, "grace")
     with pytest.raises(ValueError, match="without a comma"):

@@ -46,6 +46,7 @@ from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
 from ..engine import Found, SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
+from ..store.face_store import PersonError
 from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
 from .auth import LOOPBACK_HOSTS, RequestGuard
@@ -180,7 +181,7 @@ def _search_routes(service: Service) -> APIRouter:
             Query(
                 max_length=1000,
                 description="a person named with `t2i people name`; several separated by commas: "
-                "photos with all of them (422 if no one has a name)",
+                "photos with all of them (404 if no one has a name, or no faces were read)",
             ),
         ] = None,
         literal: Annotated[bool, Query(description="do not read places, dates or quoted words in `q`")] = False,
@@ -199,6 +200,8 @@ def _search_routes(service: Service) -> APIRouter:
 
         try:
             found, hits = await run_in_threadpool(answer)
+        except PersonError as err:  # like a category with no images: nothing by that name here
+            raise HTTPException(404, str(err)) from err
         except ValueError as err:
             raise HTTPException(422, str(err)) from err
         if found and found.notice:

@@ -36,7 +36,8 @@ NO_PERSON = -1
 
 
 class PersonError(StoreError, ValueError):
-    """A person asked for is not there (no faces read yet, no such id or name): the user's input, not the store."""
+    """A person asked for is not there (no faces read yet, no such id or name) or a name or merge is refused: the
+    user's input, not the store (404 in the API's search, one line in the CLI)."""
 
 
 class FaceRow(NamedTuple):
