@@ -78,6 +78,24 @@ def find_faces(
         return report
     people = People(store.faces.faces(vectors=True))
     known = people.next_id
+    try:
+        _read_batches(store, reader, rows, people, report, batch_size, progress)
+    finally:
+        store.faces.flush()  # also after a failure: what was written is sealed
+    report.people = people.next_id - known
+    return report
+
+
+def _read_batches(
+    store: ImageStore,
+    reader: FaceReader,
+    rows: list[dict],
+    people: People,
+    report: FaceReport,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Read, group and write the faces of `rows`, `batch_size` photos to an upsert."""
     for lo in tqdm(range(0, len(rows), batch_size), unit="batch", desc="faces", disable=not progress):
         found: list[FaceRow] = []
         for row in rows[lo : lo + batch_size]:
@@ -100,5 +118,3 @@ def find_faces(
             report.read += 1
             report.faces += len(faces)
         store.faces.write(found)
-    report.people = people.next_id - known
-    return report
