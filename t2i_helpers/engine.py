@@ -262,7 +262,7 @@ class SearchEngine:
 
         `search` runs the text search, `self.search` by default (the API passes its batcher's, notebook 04).
 
-        Unless `literal`, a stored place, a year or month and "quoted words" in the query are read as filters
+        Unless `literal`, a stored place, a year or month, "quoted words" and a named person are read as filters
         (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
         with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
         other filters (and after those ranked, for text found only inside run-together words), newest first.
@@ -274,7 +274,7 @@ class SearchEngine:
         text = clean_query(query) if query is not None and query.strip() else ""
         understood: dict[str, str] = {}
         if text and not literal:
-            read = understand(text, self.store.places())
+            read = understand(text, self.store.places(), self.store.faces.names())
             understood = {k: v for k, v in read.filters.applied().items() if k not in filters.applied()}
             text, filters = read.text, filters.merged(read.filters)
         if text:

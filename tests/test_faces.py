@@ -27,6 +27,7 @@ from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa:
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import FaceReader  # noqa: E402
 from t2i_helpers.pipelines.people import People, face_thumbnail  # noqa: E402
+from t2i_helpers.pipelines.understand import understand  # noqa: E402
 from t2i_helpers.serve.api import create_api  # noqa: E402
 from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.face_store import FaceRow  # noqa: E402
@@ -117,6 +118,17 @@ def test_two_faces_of_one_photo_never_join_one_person():
     assert people.assign(np.float32([[0.99, -0.14, 0]])) == [0]  # nearest Anna, alone in its photo: hers
 
 
+def test_the_query_reader_reads_named_people_written_as_names():
+    people = {"anna", "bob", "grace hopper", "rose"}
+    assert understand("Anna and Bob at the beach 2022", set(), people) == (
+        "at the beach",
+        Filters(after="2022", before="2022", person="Anna, Bob"),
+    )
+    assert understand("Grace Hopper with a cake", set(), people) == ("with a cake", Filters(person="Grace Hopper"))
+    assert understand("a rose in the garden", set(), people) == ("a rose in the garden", Filters())
+    assert understand("the photos with Anna", set(), people) == ("the photos", Filters(person="Anna"))
+
+
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, encoder, library):
     """A copy of the library indexed into a fresh milvus-lite file and its faces read, once for the module."""
@@ -168,6 +180,8 @@ def test_people_are_named_searched_regrouped_merged_and_forgotten(indexed):
     assert found("grace") == _who(truth, "hopper")
     assert found("Grace, Eileen") == {"group.jpg"}  # photos with all of them
     assert found("Grace", "a photo of a woman") <= _who(truth, "hopper")
+    read = engine.find("Grace in a photo", top_k=50)
+    assert read.understood == {"person": "Grace"} and {Path(h.path).name for h in read.hits} == _who(truth, "hopper")
     with pytest.raises(StoreError, match="no person is named 'Anna'"):
         found("Anna")
     app = create_api(engine, upload_dir=folder.parent / "uploads")

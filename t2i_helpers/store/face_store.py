@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ FACE_DIM = 128
 MAX_NAME_BYTES = 256
 FACE_FIELDS = ["id", "photo_id", "box", "score", "person", "name"]  # a face row, but for its vector
 NO_PERSON = -1
+NAMES_MAX_AGE_S = 60.0  # how long `names()` trusts what it read
 
 
 class PersonError(StoreError, ValueError):
@@ -71,6 +73,7 @@ class FaceStore:
     def __init__(self, client: MilvusClient, name: str, scan: Callable[..., list[dict]]) -> None:
         self.client, self.name, self._scan = client, name, scan
         self._exists = False
+        self._names: tuple[float, set[str]] | None = None  # (when read, the names given; casefolded)
 
     def exists(self) -> bool:
         """Whether faces were ever read into this store (the collection exists); checks its record once."""
@@ -116,6 +119,7 @@ class FaceStore:
         if rows:
             data = [{**r._asdict(), "box": list(r.box), "embedding": np.asarray(r.embedding).tolist()} for r in rows]
             self.client.upsert(self.name, data)
+            self._names = None
 
     def flush(self) -> None:
         """Seal what was written (once a pass ends: a server takes ~2.5 s a flush, measured on Milvus 2.3)."""
@@ -147,12 +151,24 @@ class FaceStore:
         ids = [int(i) for i in photo_ids]
         if ids and self.exists():
             self.client.delete(self.name, filter=f"photo_id in {ids}")
+            self._names = None
 
     def delete(self, face_ids: Iterable[int]) -> None:
         """Delete faces by id."""
         ids = [int(i) for i in face_ids]
         if ids:
             self.client.delete(self.name, ids=ids)
+            self._names = None
+
+    def names(self) -> set[str]:
+        """Every person's name (casefolded; for the query reader), read again after `NAMES_MAX_AGE_S` or a change
+        here (another process may name people meanwhile)."""
+        if not self.exists():
+            return set()
+        if self._names is None or time.monotonic() - self._names[0] > NAMES_MAX_AGE_S:
+            rows = self._scan(["name"], collection=self.name, expression='face == true and name != ""')
+            self._names = (time.monotonic(), {r["name"].casefold() for r in rows})
+        return self._names[1]
 
     def photos_of(self, names: Sequence[str]) -> set[int]:
         """The photos in which every one of `names` is (names match without regard to case).
@@ -175,7 +191,7 @@ class FaceStore:
         """Drop the collection (with the photos collection's `reset`)."""
         if self.client.has_collection(self.name):
             self.client.drop_collection(self.name)
-        self._exists = False
+        self._exists, self._names = False, None
 
 
 def to_row(row: dict) -> FaceRow:
