@@ -3,7 +3,8 @@
 Read from the EXIF block Pillow already parsed while opening the file (`Image.getexif()`), so indexing decodes
 nothing more. The time is EXIF DateTimeOriginal with its OffsetTimeOriginal when the camera wrote one; a photo
 without it gets its file's modification time, marked `taken_from="file"`, as photo apps do. The place is the
-GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package).
+GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package), with the
+city it lies in where that is another (`places.containing_city`: "Mitte, Berlin, State of Berlin, Germany").
 
 Example:
     >>> with Image.open("IMG_0001.JPG") as pil:
@@ -138,8 +139,11 @@ def _place(exif: Image.Exif) -> dict:
         return {"place": "", "place_keys": []}
     import reverse_geocode  # loads GeoNames' cities (~0.5 s) on the first photo with a position
 
+    from .places import containing_city
+
     found = reverse_geocode.get((lat, lon), min_population=MIN_POPULATION)
-    names = [found.get(k, "") for k in ("city", "state", "country")]
+    city = containing_city(lat, lon, found["country_code"], found["population"])  # Mitte: Berlin
+    names = [found.get("city", ""), city, found.get("state", ""), found.get("country", "")]
     return {
         "place": ", ".join(dict.fromkeys(n for n in names if n)),
         "place_keys": sorted({name_key(n) for n in names} - {""}),
