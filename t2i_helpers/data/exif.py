@@ -17,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import unicodedata
 from pathlib import Path
 
 from PIL import Image
 
 from .images import register_heif
+from .places import MAX_NAME_CHARS, containing_city, name_key
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 MAKE, MODEL = 0x010F, 0x0110
@@ -30,7 +30,6 @@ DATE_TAKEN, OFFSET_TAKEN = 0x9003, 0x9011  # DateTimeOriginal, OffsetTimeOrigina
 NO_TIME = -(1 << 62)  # taken_at of a photo whose time is not known
 NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did not say
 MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
-MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 _DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
 
@@ -85,13 +84,6 @@ def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
     return local.isoformat()
 
 
-def name_key(text: str) -> str:
-    """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
-    spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
-
-
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="ignore")
@@ -138,8 +130,6 @@ def _place(exif: Image.Exif) -> dict:
     except Exception:  # no GPS, or a broken one: no place
         return {"place": "", "place_keys": []}
     import reverse_geocode  # loads GeoNames' cities (~0.5 s) on the first photo with a position
-
-    from .places import containing_city
 
     found = reverse_geocode.get((lat, lon), min_population=MIN_POPULATION)
     city = containing_city(lat, lon, found["country_code"], found["population"])  # Mitte: Berlin

@@ -19,10 +19,9 @@ import csv
 import functools
 import importlib.resources
 import math
+import unicodedata
 
 import numpy as np
-
-from .exif import name_key
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl")  # the languages whose names the query reader knows
 CITY_POPULATION = 100_000  # a place is said to lie in a city of at least this many people
@@ -30,6 +29,14 @@ CITY_POPULATION = 100_000  # a place is said to lie in a city of at least this m
 # people, a disc of 16.5 km radius; its area is 891 km², 3,800 people a km²).
 DENSITY = 4_000
 EARTH_RADIUS_KM = 6371.0
+MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
+
+
+def name_key(text: str) -> str:
+    """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
+    spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
 
 
 def containing_city(lat: float, lon: float, country: str, population: int) -> str:
