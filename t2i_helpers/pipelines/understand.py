@@ -3,12 +3,12 @@
 "a dog on the beach in Lisbon 2022" searches "a dog on the beach" among the photos taken in Lisbon in 2022, as
 photo apps read their search box, and so does "ein Hund am Strand in Lissabon 2022": months are CLDR's (`babel`)
 in the languages of `places.LANGUAGES`, a place may be named as those languages name it (`places.other_names`).
-Only places stored in the collection count, and only where the user wrote them as a place: capitalized (and not
-right after an article: German capitalizes every noun, and "ein Foto vom Essen" is food, not the city), or after a
-preposition of place ("in", "bei", "à", "en", "em"...). "a turkey" never means Turkey, and "in Turkey" only does in
-a collection that has photos taken there. CLDR has no prepositions or articles, so those few words are listed
-here. The filters read are returned to be shown; `--literal` (and the API's and app's equivalents) skips this
-reading.
+Only places stored in the collection count, and only where the user wrote them as a place: after a preposition
+of place ("in", "bei", "à", "en", "em"...), or capitalized and not right after a German article (German
+capitalizes every noun: "ein Foto vom Essen" is food, not the city). "a turkey" never means Turkey, and "in
+Turkey" only does in a collection that has photos taken there. CLDR has no prepositions or articles, so those few
+words are listed here. The filters read are returned to be shown; `--literal` (and the API's and app's
+equivalents) skips this reading.
 
 Example:
     >>> understand('the "gelateria" sign in Lisbon june 2022', {"lisbon", "portugal"})
@@ -24,8 +24,7 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-from ..data.exif import name_key
-from ..data.places import LANGUAGES, other_names
+from ..data.places import LANGUAGES, name_key, other_names
 from ..store.filters import Filters
 
 # Words after which a name is a place, and a month or year a time: "in Lisbon", "im Juni 2022", "en juin 2022".
@@ -59,7 +58,7 @@ class Understood(NamedTuple):
 
 
 def understand(text: str, places: set[str]) -> Understood:
-    """Read quoted words, a month or year, and a stored place (`places`, as `exif.name_key` writes them) out of
+    """Read quoted words, a month or year, and a stored place (`places`, as `places.name_key` writes them) out of
     `text`."""
     quoted = [a or b for a, b in _QUOTED.findall(text)]
     text = _QUOTED.sub(" ", text)
