@@ -30,7 +30,7 @@ CENTRAL_BERLIN = (52.5200, 13.4050)  # GeoNames' nearest place of 15,000 people 
         ("ein Hund am Strand in Lissabon im Juni 2022", "ein Hund am Strand"),
         ("un chien sur la plage à Lisbonne en juin 2022", "un chien sur la plage"),
         ("un perro en la playa en Lisboa junio de 2022", "un perro en la playa"),
-        ("un cane sulla spiaggia nel Lisbona giugno 2022", "un cane sulla spiaggia"),
+        ("un cane sulla spiaggia vicino a Lisbona giugno 2022", "un cane sulla spiaggia"),
         ("um cão na praia em Lisboa junho de 2022", "um cão na praia"),
         ("een hond op het strand in Lissabon juni 2022", "een hond op het strand"),
         ("a dog on the beach in Lisbon june 2022", "a dog on the beach"),
