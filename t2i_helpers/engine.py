@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +29,7 @@ from .pipelines.ingest import ingest
 from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
-from .pipelines.understand import understand
+from .pipelines.understand import stored_place, understand
 from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
@@ -227,7 +228,8 @@ class SearchEngine:
         `search` runs the text search, `self.search` by default (the API passes its batcher's, notebook 04).
 
         Unless `literal`, a stored place, a year or month and "quoted words" in the query are read as filters
-        (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
+        (`understand`); `filters` given win over those read. A place named in another language is the stored
+        place it names ("Lissabon": Lisbon). With text left, the photos are ranked by meaning;
         with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
         other filters (and after those ranked, for text found only inside run-together words), newest first.
 
@@ -237,6 +239,9 @@ class SearchEngine:
         filters, top_k, notice = filters or Filters(), top_k or self.config.top_k, None
         text = clean_query(query) if query is not None and query.strip() else ""
         understood: dict[str, str] = {}
+        if filters.place:  # "--place Lissabon": the stored place it names
+            named = stored_place(filters.place, self.store.places())
+            filters = dataclasses.replace(filters, place=named or filters.place)
         if text and not literal:
             read = understand(text, self.store.places())
             understood = {k: v for k, v in read.filters.applied().items() if k not in filters.applied()}
