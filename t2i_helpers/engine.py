@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,7 @@ from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
 from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
-from .pipelines.understand import understand
+from .pipelines.understand import stored_place, understand
 from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
@@ -262,9 +263,10 @@ class SearchEngine:
 
         `search` runs the text search, `self.search` by default (the API passes its batcher's, notebook 04).
 
-        Unless `literal`, a stored place, a year or month, "quoted words" and a named person are read as filters
-        (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
-        with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
+        Unless `literal`, a stored place, a year or month, "quoted words" and a named person in the query are read
+        as filters (`understand`); `filters` given win over those read. A place named in another language is the
+        stored place it names ("Lissabon": Lisbon). With text left, the photos are ranked by meaning; with only a
+        text filter, by how well their text matches (BM25, where the deployment has it); with only
         other filters (and after those ranked, for text found only inside run-together words), newest first.
 
         Raises:
@@ -273,6 +275,9 @@ class SearchEngine:
         filters, top_k, notice = filters or Filters(), top_k or self.config.top_k, None
         text = clean_query(query) if query is not None and query.strip() else ""
         understood: dict[str, str] = {}
+        if filters.place:  # "--place Lissabon": the stored place it names
+            named = stored_place(filters.place, self.store.places())
+            filters = dataclasses.replace(filters, place=named or filters.place)
         if text and not literal:
             read = understand(text, self.store.places(), self.store.faces.names())
             understood = {k: v for k, v in read.filters.applied().items() if k not in filters.applied()}

@@ -3,7 +3,8 @@
 Read from the EXIF block Pillow already parsed while opening the file (`Image.getexif()`), so indexing decodes
 nothing more. The time is EXIF DateTimeOriginal with its OffsetTimeOriginal when the camera wrote one; a photo
 without it gets its file's modification time, marked `taken_from="file"`, as photo apps do. The place is the
-GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package).
+GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package), with the
+city it lies in where that is another (`places.containing_city`: "Mitte, Berlin, State of Berlin, Germany").
 
 Example:
     >>> with Image.open("IMG_0001.JPG") as pil:
@@ -16,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import unicodedata
 from pathlib import Path
 
 from PIL import Image
 
 from .images import register_heif
+from .places import MAX_NAME_CHARS, containing_city, name_key
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 MAKE, MODEL = 0x010F, 0x0110
@@ -29,7 +30,6 @@ DATE_TAKEN, OFFSET_TAKEN = 0x9003, 0x9011  # DateTimeOriginal, OffsetTimeOrigina
 NO_TIME = -(1 << 62)  # taken_at of a photo whose time is not known
 NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did not say
 MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
-MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 _DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
 
@@ -84,13 +84,6 @@ def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
     return local.isoformat()
 
 
-def name_key(text: str) -> str:
-    """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
-    spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
-
-
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="ignore")
@@ -139,7 +132,8 @@ def _place(exif: Image.Exif) -> dict:
     import reverse_geocode  # loads GeoNames' cities (~0.5 s) on the first photo with a position
 
     found = reverse_geocode.get((lat, lon), min_population=MIN_POPULATION)
-    names = [found.get(k, "") for k in ("city", "state", "country")]
+    city = containing_city(lat, lon, found["country_code"], found["population"])  # Mitte: Berlin
+    names = [found.get("city", ""), city, found.get("state", ""), found.get("country", "")]
     return {
         "place": ", ".join(dict.fromkeys(n for n in names if n)),
         "place_keys": sorted({name_key(n) for n in names} - {""}),
