@@ -8,8 +8,9 @@
     detector input   the upright photo shrunk to DETECT_SIDE px on its longer side (a 12 MP photo is decoded at
                      1/2 or 1/4 by libjpeg on the way, `images.decode_image`); boxes are mapped back to the
                      original photo's pixels
-    kept faces       score >= MIN_SCORE and box height >= MIN_FACE_PX in the original photo: smaller ones
-                     are background people SFace cannot tell apart (both measured: benchmarks/face_thresholds.py)
+    kept faces       score >= MIN_SCORE and box height >= MIN_FACE_PX in the detector's image (the pixels SFace
+                     aligns from): smaller ones are background people SFace cannot tell apart (both measured:
+                     benchmarks/face_thresholds.py)
     embedding        SFace on the face aligned from the same shrunk image, L2-normalized: cosine = dot product
 
 Example:
@@ -37,7 +38,7 @@ DETECT_SIDE = 1024  # the detector's input, longer side
 # to N px high: below 40 px SFace's distances for one person (up to 0.72 at 32 px, 0.86 at 24) reach those of
 # different people (0.75 and more); at 40 px one person stays within 0.361, at 48 within 0.244.
 MIN_SCORE = 0.85
-MIN_FACE_PX = 40  # box height, in the original photo's pixels
+MIN_FACE_PX = 40  # box height in the pixels SFace aligns from (the detector's image, at most DETECT_SIDE)
 # Cosine distance under which two faces are one person: the same person's copies measured 0.020-0.162 (median
 # 0.068), 0.361 at the smallest faces kept; different people 0.790-0.991. The threshold sits between, stricter than
 # OpenCV's published SFace value (cosine similarity 0.363, distance 0.637): two people merged into one is what
@@ -76,7 +77,8 @@ class FaceReader:
     Args:
         side: the detector input's longer side in pixels.
         min_score: faces the detector is less sure of are dropped.
-        min_face: faces whose box is lower than this, in the original photo's pixels, are dropped.
+        min_face: faces whose box is lower than this in the detector's image (the pixels SFace aligns the face
+            from) are dropped.
     """
 
     def __init__(self, side: int = DETECT_SIDE, min_score: float = MIN_SCORE, min_face: int = MIN_FACE_PX) -> None:
@@ -111,7 +113,7 @@ class FaceReader:
 
         Args:
             original_scale: how many pixels of the original photo one pixel of `image` is (a photo decoded
-                smaller than it is); boxes and `min_face` are in the original's pixels.
+                smaller than it is); boxes are in the original's pixels.
         """
         rows, small, scale = self.detect(image)
         scale *= original_scale
@@ -122,7 +124,7 @@ class FaceReader:
             left, top = max(0.0, row[0] * scale), max(0.0, row[1] * scale)
             right, bottom = min(width, (row[0] + row[2]) * scale), min(height, (row[1] + row[3]) * scale)
             x, y, w, h = round(left), round(top), round(right - left), round(bottom - top)
-            if row[14] < self.min_score or h < self.min_face:
+            if row[14] < self.min_score or row[3] < self.min_face:
                 continue
             try:
                 aligned = self.embedder.alignCrop(small, row)
