@@ -134,7 +134,7 @@ def indexed(tmp_path_factory, encoder, library):
     """A copy of the library indexed into a fresh milvus-lite file and its faces read, once for the module."""
     where = tmp_path_factory.mktemp("faces-db")
     folder, truth = shutil.copytree(library[0], where / "photos"), library[1]
-    engine = SearchEngine.open(Config(uri=str(where / "faces.db")), encoder)
+    engine = SearchEngine.open(Config(uri=str(where / "faces.db"), data_dir=where), encoder)  # crops in `where`
     engine.index(folder, progress=False)
     report = engine.read_faces(folder, progress=False)
     yield engine, report, folder, truth
@@ -224,7 +224,7 @@ def test_people_are_named_searched_regrouped_merged_and_forgotten(indexed):
     assert len(engine.store.faces.read_photos()) == 11
 
 
-def test_cli_face_pass_resumes_after_kill_9_and_names_and_finds_people(tmp_path, library, capsys):
+def test_cli_face_pass_resumes_after_kill_9_and_names_and_finds_people(tmp_path, library, capsys, monkeypatch):
     folder, uri = library[0], str(tmp_path / "cli.db")
     command = [T2I, "index", str(folder), "--uri", uri, "--faces"]
     run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -236,6 +236,7 @@ def test_cli_face_pass_resumes_after_kill_9_and_names_and_finds_people(tmp_path,
     run.wait(timeout=30)
 
     capsys.readouterr()
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))  # the faces' crops go there
 
     def t2i(*args: str) -> list[str]:  # in this process from here on: the encoder is loaded already
         assert main([*args, "--uri", uri]) == 0, capsys.readouterr().err
@@ -248,7 +249,8 @@ def test_cli_face_pass_resumes_after_kill_9_and_names_and_finds_people(tmp_path,
     assert 0 < left < len(library[1])  # the first batch stayed read: nothing stored is read twice
 
     listed = [json.loads(line) for line in t2i("people", "--json")]
-    assert sorted(p["photos"] for p in listed) == [4, 5, 5] and all(Path(p["thumbnail"]).is_file() for p in listed)
+    assert sorted(p["photos"] for p in listed) == [4, 5, 5]
+    assert all(Path(p["thumbnail"]).is_file() and Path(p["thumbnail"]).is_relative_to(tmp_path) for p in listed)
     t2i("people", "name", str(listed[0]["id"]), "Anna")
     assert len(t2i("search", "--person", "anna", "--json", "-k", "20")) == listed[0]["photos"]
     with pytest.raises(SystemExit):  # no ID: a usage error, nothing done
