@@ -1,4 +1,4 @@
-"""Reading filters out of a query: a place, a year or month, "quoted words" (taught in notebook 06).
+"""Reading filters out of a query: a place, a year or month, "quoted words", a named person (notebooks 06, 07).
 
 "a dog on the beach in Lisbon 2022" searches "a dog on the beach" among the photos taken in Lisbon in 2022, as
 photo apps read their search box, and so does "ein Hund am Strand in Lissabon 2022": months are CLDR's (`babel`)
@@ -7,8 +7,9 @@ Only places stored in the collection count, and only where the user wrote them a
 of place ("in", "bei", "à", "en", "em"...), or capitalized and not right after a German article (German
 capitalizes every noun: "ein Foto vom Essen" is food, not the city). "a turkey" never means Turkey, and "in
 Turkey" only does in a collection that has photos taken there. CLDR has no prepositions or articles, so those few
-words are listed here. The filters read are returned to be shown; `--literal` (and the API's and app's
-equivalents) skips this reading.
+words are listed here. A person is read too: a name given with `t2i people name`, written capitalized ("Anna at
+the beach" -> photos with Anna; "a rose" is never Rose). The filters read are returned to be shown; `--literal`
+(and the API's and app's equivalents) skips this reading.
 
 Example:
     >>> understand('the "gelateria" sign in Lisbon june 2022', {"lisbon", "portugal"})
@@ -43,7 +44,8 @@ LINKS = {"de", "a", "di"}  # "près de", "cerca de", "perto de", "vicino a"
 ARTICLES = {"der", "die", "das", "dem", "den", "des", "ein", "eine", "einem", "einen", "einer", "eines"}
 ARTICLES |= {"vom", "zum", "zur", "beim", "am"}
 _PREPOSITIONS = set().union(*PREPOSITIONS.values())
-MAX_PLACE_WORDS = 4  # "rio de janeiro", "new york city"
+COMPANY = {"with", "and", "&"}  # dropped before a person's name: "Anna with Bob" -> both, nothing left over
+MAX_PLACE_WORDS = 4  # "rio de janeiro", "new york city"; and the words of a person's name
 _QUOTED = re.compile(r'"([^"]*)"|\u201c([^\u201d]*)\u201d')
 _YEAR = r"(?:19|20)\d\d"
 _WORD = re.compile(r"\S+")
@@ -57,9 +59,9 @@ class Understood(NamedTuple):
     filters: Filters
 
 
-def understand(text: str, places: set[str]) -> Understood:
-    """Read quoted words, a month or year, and a stored place (`places`, as `places.name_key` writes them) out of
-    `text`."""
+def understand(text: str, places: set[str], people: set[str] = frozenset()) -> Understood:
+    """Read quoted words, a month or year, a stored place (`places`, as `places.name_key` writes them) and the named
+    people (`people`, casefolded) out of `text`."""
     quoted = [a or b for a, b in _QUOTED.findall(text)]
     text = _QUOTED.sub(" ", text)
     found: dict[str, str] = {}
@@ -76,7 +78,25 @@ def understand(text: str, places: set[str]) -> Understood:
     if place:
         start, end, found["place"] = place
         words = words[: start - _preposition_before(words, start)] + words[end:]
+    names = []
+    while person := _find_name(words, people):
+        start, end = person
+        names.append(" ".join(w.strip(_PUNCTUATION) for w in words[start:end]))
+        start -= bool(start and words[start - 1].lower() in COMPANY)
+        words = words[:start] + words[end:]
+    if names:
+        found["person"] = ", ".join(names)
     return Understood(" ".join(" ".join(words).split()), Filters(**found))
+
+
+def _find_name(words: list[str], people: set[str]) -> tuple[int, int] | None:
+    """(start, end) of the longest run of capitalized words that is a person's name."""
+    for size in range(min(MAX_PLACE_WORDS, len(words)), 0, -1):
+        for start in range(len(words) - size + 1):
+            run = [w.strip(_PUNCTUATION) for w in words[start : start + size]]
+            if run[0][:1].isupper() and " ".join(run).casefold() in people:
+                return start, start + size
+    return None
 
 
 def _bare(word: str) -> str:

@@ -85,8 +85,9 @@ def _seconds(day: dt.date) -> int:
 class Filters:
     """What a search keeps: taken on or after `after`, on or before `before` (YYYY, YYYY-MM or YYYY-MM-DD,
     inclusive), at a `place` (a city, region or country), with a `camera` (make or model), with `text` in the
-    photo. Names match case-insensitively; None (or empty) is no filter; `after` later than `before` matches
-    nothing.
+    photo, with every `person` named (one name, or several separated by commas: photos with all of them; the
+    store finds their photos, `ImageStore.where`). Names match case-insensitively; None (or empty) is no filter;
+    `after` later than `before` matches nothing.
 
     Raises:
         ValueError: a date that is not one, or a text filter without a letter or digit (one sentence).
@@ -97,6 +98,7 @@ class Filters:
     place: str | None = None
     camera: str | None = None
     text: str | None = None
+    person: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -118,12 +120,16 @@ class Filters:
         """The filters that are set, by name, as given (for the CLI, the API's response and the app)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name)}
 
+    def people(self) -> list[str]:
+        """The names in the person filter (none without one)."""
+        return [name.strip() for name in (self.person or "").split(",") if name.strip()]
+
     def merged(self, other: Filters) -> Filters:
         """These filters, with `other`'s where these have none."""
         return Filters(**{**other.applied(), **self.applied()})
 
     def expression(self) -> str:
-        """The Milvus boolean expression these filters make ("" for none)."""
+        """The Milvus boolean expression these filters make ("" for none); without `person`, which needs the store."""
         terms = []
         if self.after or self.before:
             low = _seconds(parse_day(self.after)) if self.after else NO_TIME + 1

@@ -40,6 +40,7 @@ from .collection import (
     StoreError,
     clip_text,
 )
+from .face_store import FaceStore
 from .filters import Filters, quote, text_key, where
 from .hits import OUTPUT_FIELDS, Hit, to_hit, to_hits
 
@@ -109,11 +110,13 @@ class ImageStore(CollectionLayout):
         self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
         self._infix_like = False  # a Milvus server answered LIKE '%word%' (`where`)
         self.metric = config.metric  # the vector index's metric, which searches name (`_check_index`)
+        self.faces = FaceStore(self.client, f"{self.collection}_faces", self.scan)  # made by the face pass
         try:
             if reset:
                 for name in (self.collection, self._backup):
                     if self.client.has_collection(name):
                         self.client.drop_collection(name)
+                self.faces.drop()
             if self.client.has_collection(self._backup):  # a migration was cut off: finish it
                 self._check_meta(self._backup, SCHEMA_VERSION)
                 self._migrate()
@@ -284,9 +287,10 @@ class ImageStore(CollectionLayout):
         return list(self.client.get(self.collection, ids=ids, output_fields=ROW_FIELDS)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:
-        """Delete rows by id (missing ids are ignored)."""
+        """Delete rows by id, and the faces found in them (missing ids are ignored)."""
         ids = [int(i) for i in ids]
         if ids:
+            self.faces.delete_photos(ids)  # first: a crash in between leaves a photo without faces, never faces
             self.client.delete(self.collection, ids=ids)
 
     def count(self) -> int:
@@ -323,11 +327,17 @@ class ImageStore(CollectionLayout):
     def where(self, category: str | None, filters: Filters | None) -> str:
         """The filter expression of a search; refuses, in one sentence, a text filter the server cannot run.
 
+        A person filter becomes the ids of the photos with all the people named (`FaceStore.photos_of`).
+
         Raises:
             StoreError: a Milvus 2.3 server matches LIKE patterns by prefix only, so it cannot find words inside
-                the text read in a photo.
+                the text read in a photo; or no faces were read, or no person has a name asked for.
         """
         expression = where(category, filters)
+        if filters and filters.person:
+            ids = sorted(self.faces.photos_of(filters.people()))
+            with_people = f"id in {ids}" if ids else "id < 0"  # milvus-lite 2.5 refuses `in []`; ids are >= 0
+            expression = f"{expression} and {with_people}" if expression else with_people
         if filters and filters.text and not self.config.is_lite and not self._infix_like:
             try:
                 self.client.query(self.collection, filter='ocr_key like "%a%"', output_fields=["id"], limit=1)
