@@ -29,7 +29,16 @@ from .pipelines.hybrid import hybrid_search, keyword_search
 from .pipelines.ingest import ingest
 from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
-from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
+from .pipelines.people import (
+    Person,
+    face_thumbnail,
+    forget_person,
+    get_person,
+    list_people,
+    merge_people,
+    name_person,
+    regroup,
+)
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import stored_place, understand
 from .store.filters import Filters
@@ -188,6 +197,10 @@ class SearchEngine:
         """Every person whose faces were read, most photos first (`people.list_people`, notebook 07)."""
         self.store.faces.require()
         return list_people(self.store.faces)
+
+    def person(self, person: int) -> Person:
+        """One person by id; `PersonError` if no faces were read or there is no such person."""
+        return get_person(self.store.faces, person)
 
     def face_thumbnail(self, person: Person) -> Path:
         """A small JPEG of a person's surest face, made on first use under the thumbnail folder's `faces/`."""

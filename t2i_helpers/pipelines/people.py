@@ -87,11 +87,16 @@ def list_people(faces: FaceStore) -> list[Person]:
     by_person: dict[int, list[FaceRow]] = {}
     for face in faces.faces():
         by_person.setdefault(face.person, []).append(face)
-    found = [
-        Person(pid, rows[0].name, len({r.photo_id for r in rows}), len(rows), max(rows, key=lambda r: r.score))
-        for pid, rows in by_person.items()
-    ]
-    return sorted(found, key=lambda p: (-p.photos, p.id))
+    return sorted((_person(pid, rows) for pid, rows in by_person.items()), key=lambda p: (-p.photos, p.id))
+
+
+def get_person(faces: FaceStore, person: int) -> Person:
+    """One person by id (PersonError if there is none)."""
+    return _person(person, _faces_of(faces, person))
+
+
+def _person(person: int, rows: list[FaceRow]) -> Person:
+    return Person(person, rows[0].name, len({r.photo_id for r in rows}), len(rows), max(rows, key=lambda r: r.score))
 
 
 def _faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
