@@ -38,9 +38,11 @@ from .pipelines.people import (
     merge_people,
     name_person,
     regroup,
+    remove_face,
 )
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import stored_place, understand
+from .store.face_store import FaceRow
 from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError, read_meta
 
@@ -220,6 +222,16 @@ class SearchEngine:
         for face in forgotten:
             self.thumbnails.face_path(face.photo_id, face.id).unlink(missing_ok=True)
         return len(forgotten)
+
+    def faces_of(self, person: int) -> list[FaceRow]:
+        """A person's faces (id, photo, box, score), surest first; `PersonError` if there is no such person."""
+        self.person(person)
+        return sorted(self.store.faces.faces(f"person == {int(person)}"), key=lambda f: -f.score)
+
+    def remove_face(self, face: int) -> int:
+        """Take one face out of its person: it becomes a person of its own, never grouped with that person again
+        (`people.remove_face`); the new person's id."""
+        return remove_face(self.store.faces, face)
 
     def regroup_people(self) -> int:
         """Group every face into people anew, names kept (`people.regroup`); how many people."""

@@ -4,7 +4,13 @@
                  no other face of its photo took that person; else it starts a new person
     regroup      every face clustered anew (scikit-learn's agglomerative clustering, average linkage, cut at
                  SAME_PERSON): faces of one photo never together, faces named differently never together, faces
-                 named alike together; each group keeps the id and name of the old person it shares most faces with
+                 named alike together, a face taken out of a person never with the faces it was taken from; each
+                 group keeps the id and name of the old person it shares most faces with
+    remove_face  one face taken out of its person: it becomes a person of its own, kept apart (`FaceRow.apart`)
+                 from that person's surest faces in every later regroup and rematch
+    rematch      at the end of each face pass, faces alone in an unnamed person join the nearest other person's
+                 centre within SAME_PERSON (no shared photo, nothing kept apart): as the library grows, a face that
+                 joined no one when it was read is tried again
 
 Photo apps are blamed most for two people merged into one, so every rule here errs towards keeping people apart.
 The faces collection is the only record: a person is the faces that carry its id, its name is on each of them.
@@ -26,7 +32,7 @@ import numpy as np
 
 from ..data.images import ImageError, content_id, decode_bounded, encode_jpeg, read_bytes, shrink
 from ..models.faces import SAME_PERSON
-from ..store.face_store import MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore, PersonError
+from ..store.face_store import MAX_APART, MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore, PersonError
 from ..store.image_store import ImageStore
 
 # A distance no two faces have (they are at most 2 apart): pairs that must stay apart. Average linkage joins two
@@ -145,7 +151,67 @@ def merge_people(faces: FaceStore, source: int, target: int) -> None:
     if shared:
         raise PersonError(f"persons {source} and {target} are both in {len(shared)} photo(s): they are two people")
     name = kept[0].name or moved[0].name
-    faces.update({r.id: {"person": target, "name": name} for r in [*moved, *kept]})
+    ids = {r.id for r in [*moved, *kept]}  # the user says they are one: nothing between them is kept apart
+    faces.update(
+        {
+            r.id: {"person": target, "name": name, "apart": tuple(i for i in r.apart if i not in ids)}
+            for r in [*moved, *kept]
+        }
+    )
+
+
+def remove_face(faces: FaceStore, face: int) -> int:
+    """Take one face out of its person: it becomes a new unnamed person, never grouped again with the person's
+    surest faces (up to MAX_APART, kept on the face); the new person's id.
+
+    Raises:
+        PersonError: there is no such face, or it is alone in its person already.
+    """
+    faces.require()
+    found = faces.faces(f"id == {int(face)}")
+    if not found:
+        raise PersonError(f"there is no face {face}: `t2i people faces ID` lists a person's faces")
+    rows = faces.faces(f"person == {found[0].person}")
+    if len(rows) == 1:
+        raise PersonError(f"face {face} is alone in person {found[0].person} already")
+    others = sorted((r for r in rows if r.id != face), key=lambda r: -r.score)[:MAX_APART]
+    new = max((p.id for p in list_people(faces)), default=-1) + 1
+    faces.update({face: {"person": new, "name": "", "apart": tuple(r.id for r in others)}})
+    return new
+
+
+def rematch(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
+    """Let each face alone in an unnamed person join the nearest other person whose centre is within `threshold`,
+    unless they share a photo or are kept apart (see the module's docstring); how many faces joined."""
+    rows = faces.faces(vectors=True)
+    members: dict[int, list[FaceRow]] = {}
+    for row in rows:
+        members.setdefault(row.person, []).append(row)
+    joined: dict[int, dict] = {}
+    for alone in [m[0] for m in members.values() if len(m) == 1 and not m[0].name]:
+        if len(members[alone.person]) > 1:  # another face alone joined it meanwhile
+            continue
+        best, nearest = None, threshold
+        for person, group in members.items():
+            if person == alone.person or _kept_apart(alone, group):
+                continue
+            centre = np.sum([g.embedding for g in group], axis=0)
+            distance = 1 - float(alone.embedding @ centre) / max(float(np.linalg.norm(centre)), 1e-12)
+            if distance < nearest:
+                best, nearest = person, distance
+        if best is not None:
+            members.pop(alone.person)
+            members[best].append(alone._replace(person=best, name=members[best][0].name))
+            joined[alone.id] = {"person": best, "name": members[best][0].name}
+    faces.update(joined)
+    return len(joined)
+
+
+def _kept_apart(face: FaceRow, group: list[FaceRow]) -> bool:
+    """Whether `face` may not join `group`: a face of its photo is there, or one it is kept apart from (or that is
+    kept apart from it)."""
+    ids = {g.id for g in group}
+    return any(g.photo_id == face.photo_id or face.id in g.apart for g in group) or not ids.isdisjoint(face.apart)
 
 
 def forget_person(faces: FaceStore, person: int) -> list[FaceRow]:
@@ -173,6 +239,10 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     both_named = named[:, None] & named[None, :]
     distance[both_named & (name[:, None] == name[None, :])] = 0
     distance[(both_named & (name[:, None] != name[None, :])) | (photo[:, None] == photo[None, :])] = APART
+    where = {r.id: i for i, r in enumerate(rows)}
+    for i, row in enumerate(rows):  # a face taken out of a person, and that person's faces
+        for j in (where[a] for a in row.apart if a in where):
+            distance[i, j] = distance[j, i] = APART
     np.fill_diagonal(distance, 0)
     labels = AgglomerativeClustering(
         n_clusters=None, metric="precomputed", linkage="average", distance_threshold=threshold

@@ -26,10 +26,10 @@ from ..data.images import ImageError
 from ..engine import SearchEngine
 from ..pipelines.people import Person
 from ..store.face_store import PersonError
-from .schemas import ForgottenOut, MergeIn, NameIn, PersonOut, person_out
+from .schemas import MAX_PERSON_ID, ForgottenOut, MergeIn, NameIn, PersonOut, person_out
 from .service import Service
 
-PersonId = Annotated[int, PathParam(ge=0, le=(1 << 63) - 1, description="the person's id, from GET /people")]
+PersonId = Annotated[int, PathParam(ge=0, le=MAX_PERSON_ID, description="the person's id, from GET /people")]
 
 
 def people_routes(service: Service) -> APIRouter:
@@ -64,7 +64,7 @@ def people_routes(service: Service) -> APIRouter:
     @router.post(
         "/people/{person_id}/name",
         response_model=PersonOut,
-        responses=service.errors(404, 409, 422, 503),
+        responses=service.errors(400, 404, 409, 422, 503),
         summary="Name a person",
     )
     def name_person(person_id: PersonId, body: NameIn) -> PersonOut:
@@ -82,7 +82,7 @@ def people_routes(service: Service) -> APIRouter:
     @router.post(
         "/people/{person_id}/merge",
         response_model=PersonOut,
-        responses=service.errors(404, 409, 422, 503),
+        responses=service.errors(400, 404, 409, 422, 503),
         summary="Merge a person into another",
     )
     def merge_person(person_id: PersonId, body: MergeIn) -> PersonOut:

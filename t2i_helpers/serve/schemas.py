@@ -35,6 +35,7 @@ SEARCH_HEADERS = {  # what GET /search answers in headers, for the OpenAPI docum
 }
 # A person's name as the API takes it: no comma, and at least one character `people.clean_name` keeps (escapes only).
 NAME_PATTERN = r"^[^,]*[^,\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^,]*$"
+MAX_PERSON_ID = (1 << 31) - 1  # persons are numbered from 0 up; an exact number in every JSON reader
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -133,7 +134,7 @@ class MergeIn(BaseModel):
     """The person another is merged into."""
 
     model_config = ConfigDict(extra="forbid")
-    into: int = Field(ge=0, le=(1 << 63) - 1, description="the person who takes the faces (and keeps its name)")
+    into: int = Field(ge=0, le=MAX_PERSON_ID, description="the person who takes the faces (and keeps its name)")
 
 
 class ForgottenOut(BaseModel):
@@ -150,7 +151,7 @@ class ErrorOut(BaseModel):
 
 
 _MEANING = {
-    400: "a malformed multipart body, or more files than allowed",
+    400: "a malformed body (multipart or JSON), or more files than allowed",
     401: "the X-API-Key header is missing or wrong",
     404: "not found: an image id, a person id or name, or a category with no images",
     409: "refused: the name is another person's, or the two people are in one photo (two people)",
