@@ -37,7 +37,12 @@ def people_routes(service: Service) -> APIRouter:
     engine, router = service.engine, APIRouter(tags=["people"], dependencies=service.keyed)
     jpeg = {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
 
-    @router.get("/people", response_model=list[PersonOut], responses=service.errors(503), summary="List people")
+    @router.get(
+        "/people",
+        response_model=list[PersonOut],
+        responses=service.errors(503),
+        summary="List people",
+    )
     def list_people() -> list[PersonOut]:
         """Every person found in the photos, most photos first; empty until `t2i index FOLDER --faces` ran."""
         try:
@@ -64,7 +69,7 @@ def people_routes(service: Service) -> APIRouter:
     @router.post(
         "/people/{person_id}/name",
         response_model=PersonOut,
-        responses=service.errors(400, 404, 409, 422, 503),
+        responses={200: {"links": _links("$response.body#/id")}, **service.errors(400, 404, 409, 422, 503)},
         summary="Name a person",
     )
     def name_person(person_id: PersonId, body: NameIn) -> PersonOut:
@@ -110,6 +115,13 @@ def people_routes(service: Service) -> APIRouter:
             return ForgottenOut(id=person_id, faces=engine.forget_person(person_id))
 
     return router
+
+
+def _links(person_id: str) -> dict:
+    """OpenAPI links from a response that names a person (at the runtime expression `person_id`) to its routes."""
+    operations = {"GetThumbnail": "get_person_thumbnail", "Name": "name_person", "Merge": "merge_person",
+                  "Forget": "forget_person"}  # fmt: skip
+    return {link: {"operationId": op, "parameters": {"person_id": person_id}} for link, op in operations.items()}
 
 
 def _person(engine: SearchEngine, person_id: int) -> Person:
