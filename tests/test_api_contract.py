@@ -13,19 +13,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import httpx
 import pytest
 from schemathesis.core.warnings import SchemathesisWarning
 
 from t2i_helpers.cli import main
 from t2i_helpers.config import Config
-from t2i_helpers.data.portraits import group_photo, portraits
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines.search import clean_query
 from t2i_helpers.serve.auth import API_KEY_HEADER
 from t2i_helpers.serve.schemas import QUERY_PATTERN
 from t2i_helpers.serve.server import BackgroundServer, serve_app
+
+from .people_photos import write_people
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
@@ -40,11 +40,7 @@ def small_engine(encoder, bundled, tmp_path_factory):
     where = tmp_path_factory.mktemp("contract")
     engine = SearchEngine.open(Config(uri=str(where / "contract.db"), data_dir=where), encoder)
     engine.index(bundled[bundled.label.isin(["animals", "vehicles"])].groupby("label").head(4), progress=False)
-    people = portraits()
-    for name, image in people.items():
-        cv2.imwrite(str(where / f"{name}.jpg"), image[..., ::-1])
-    cv2.imwrite(str(where / "group.jpg"), group_photo(list(people.values()), height=300)[0][..., ::-1])
-    engine.index(where, progress=False)
+    engine.index(write_people(where / "people"), progress=False)
     yield engine
     engine.close()
 

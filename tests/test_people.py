@@ -20,7 +20,7 @@ pytest.importorskip("skimage", reason='the sample faces: pip install -e ".[faces
 
 from t2i_helpers.cli import main  # noqa: E402
 from t2i_helpers.config import Config  # noqa: E402
-from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa: E402
+from t2i_helpers.data.portraits import portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.pipelines.people import rematch  # noqa: E402
 from t2i_helpers.serve.api import create_api  # noqa: E402
@@ -29,6 +29,8 @@ from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.collection import META_PREFIX  # noqa: E402
 from t2i_helpers.store.face_store import FACE_DIM, FaceRow, FaceStore, read_marker  # noqa: E402
 
+from .people_photos import write_people  # noqa: E402
+
 KEY = "people-test-key-0123456789"
 
 
@@ -36,13 +38,7 @@ KEY = "people-test-key-0123456789"
 def small_library(tmp_path, encoder):
     """Each of the three sample people alone and mirrored, and the three in one group photo, indexed (faces not
     read yet) into a milvus-lite file of its own. Returns the engine and the photos' folder."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    faces = portraits()
-    for person, image in faces.items():
-        cv2.imwrite(str(folder / f"{person}.jpg"), image[..., ::-1])
-        cv2.imwrite(str(folder / f"{person}_flip.jpg"), variants(image)["flip"][..., ::-1])
-    cv2.imwrite(str(folder / "group.jpg"), group_photo(list(faces.values()), height=300)[0][..., ::-1])
+    folder = write_people(tmp_path / "photos", flipped=True)
     engine = SearchEngine.open(Config(uri=str(tmp_path / "people.db"), data_dir=tmp_path), encoder)
     engine.index(folder, progress=False)
     yield engine, folder
