@@ -20,8 +20,9 @@ pytest.importorskip("skimage", reason='the sample faces: pip install -e ".[faces
 
 from t2i_helpers.cli import main  # noqa: E402
 from t2i_helpers.config import Config  # noqa: E402
-from t2i_helpers.data.portraits import portraits, variants  # noqa: E402
+from t2i_helpers.data.portraits import SAMPLES, portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
+from t2i_helpers.models.faces import default_reader  # noqa: E402
 from t2i_helpers.pipelines.people import rematch  # noqa: E402
 from t2i_helpers.serve.api import create_api  # noqa: E402
 from t2i_helpers.serve.auth import API_KEY_HEADER  # noqa: E402
@@ -183,3 +184,42 @@ def test_a_version_1_faces_collection_is_migrated_without_losing_a_face(small_li
     faces.update({0: {"apart": (2,)}})
     assert faces.faces("id == 0")[0].apart == (2,)
     faces.drop()
+
+
+def test_a_photo_of_20_faces_gives_20_people(tmp_path, encoder):
+    """Twenty changed copies of the three sample people, each cut around its face and laid out 5 by 4 in one
+    photo of 1,000 x 800 px: every face is found, in its own tile, and no two of them are one person."""
+    reader = default_reader()  # the face pass's own: loaded once
+    faces, tile, gap = portraits(), 180, 20
+    changes = ["original", "flip", "half", "darker", "crop", "rotation"]
+    grid = np.full((4 * (tile + gap), 5 * (tile + gap), 3), 210, np.uint8)
+    tiles = []
+    for i in range(20):
+        image = faces[SAMPLES[i % 3]]
+        x, y, w, h = reader.read(image)[0].box
+        side, cx, cy = int(2 * max(w, h)), x + w // 2, y + h // 2  # a square of twice the face around it
+        pad = np.pad(image, ((side, side), (side, side), (0, 0)), mode="reflect")
+        square = pad[cy + side - side // 2 : cy + side + side // 2, cx + side - side // 2 : cx + side + side // 2]
+        change = changes[(i // 3) % len(changes)]
+        changed = square if change == "original" else variants(square)[change]
+        top, left = (i // 5) * (tile + gap) + gap // 2, (i % 5) * (tile + gap) + gap // 2
+        grid[top : top + tile, left : left + tile] = cv2.resize(changed, (tile, tile), interpolation=cv2.INTER_AREA)
+        tiles.append((left, top))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "twenty.jpg"), grid[..., ::-1])
+
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "twenty.db"), data_dir=tmp_path), encoder)
+    try:
+        engine.index(folder, progress=False)
+        report = engine.read_faces(folder, progress=False)
+        assert (report.read, report.faces, report.people) == (1, 20, 20)
+        found = engine.store.faces.faces()
+        centres = [(f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2) for f in found]
+        in_tile = {next(i for i, (x, y) in enumerate(tiles) if x <= cx < x + tile and y <= cy < y + tile)
+                   for cx, cy in centres}  # fmt: skip
+        assert in_tile == set(range(20))  # one face in each tile
+        assert len({f.person for f in found}) == 20
+        assert engine.regroup_people() == 20  # not even a regrouping puts two faces of one photo together
+    finally:
+        engine.close()
