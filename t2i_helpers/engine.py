@@ -32,6 +32,7 @@ from .pipelines.operators import IngestReport, run_pipeline
 from .pipelines.people import (
     Person,
     face_thumbnail,
+    faces_of,
     forget_person,
     get_person,
     list_people,
@@ -189,8 +190,7 @@ class SearchEngine:
         return read_text(self.store, read_texts, folder_of(source), progress=progress)
 
     def read_faces(self, source: str | Path | None = None, progress: bool = True) -> FaceReport:
-        """Find, embed and group the faces in every stored photo (of folder or CSV `source`) not read yet
-        (notebook 07); nothing is embedded again, and a run cut off is finished by running it again."""
+        """Find, embed and group the faces of the stored photos (of `source`) not read yet; resumable (notebook 07)."""
         from .models.faces import default_reader  # loads YuNet and SFace: only for a face pass
 
         return find_faces(self.store, default_reader(), folder_of(source), progress=progress)
@@ -225,17 +225,14 @@ class SearchEngine:
 
     def faces_of(self, person: int) -> list[FaceRow]:
         """A person's faces (id, photo, box, score), surest first; `PersonError` if there is no such person."""
-        self.person(person)
-        return sorted(self.store.faces.faces(f"person == {int(person)}"), key=lambda f: -f.score)
+        return sorted(faces_of(self.store.faces, person), key=lambda f: -f.score)
 
     def remove_face(self, face: int) -> int:
-        """Take one face out of its person: it becomes a person of its own, never grouped with that person again
-        (`people.remove_face`); the new person's id."""
+        """Take a face out of its person, for good (`people.remove_face`); the id of the person it is now."""
         return remove_face(self.store.faces, face)
 
     def regroup_people(self) -> int:
         """Group every face into people anew, names kept (`people.regroup`); how many people."""
-        self.store.faces.require()
         return regroup(self.store.faces)
 
     def prepare_query(self, text: str) -> Query:

@@ -98,14 +98,15 @@ def list_people(faces: FaceStore) -> list[Person]:
 
 def get_person(faces: FaceStore, person: int) -> Person:
     """One person by id (PersonError if there is none)."""
-    return _person(person, _faces_of(faces, person))
+    return _person(person, faces_of(faces, person))
 
 
 def _person(person: int, rows: list[FaceRow]) -> Person:
     return Person(person, rows[0].name, len({r.photo_id for r in rows}), len(rows), max(rows, key=lambda r: r.score))
 
 
-def _faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
+def faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
+    """A person's faces (PersonError if no faces were read, or there is no such person)."""
     faces.require()
     found = faces.faces(f"person == {int(person)}")
     if not found:
@@ -128,7 +129,7 @@ def clean_name(name: str) -> str:
 def name_person(faces: FaceStore, person: int, name: str) -> None:
     """Name a person (or rename it); a name another person has is refused, for a merge is what was meant."""
     name = clean_name(name)
-    rows = _faces_of(faces, person)
+    rows = faces_of(faces, person)
     other = [f for f in faces.faces('name != ""') if f.name.casefold() == name.casefold() and f.person != person]
     if other:
         found = other[0]
@@ -146,7 +147,7 @@ def merge_people(faces: FaceStore, source: int, target: int) -> None:
     """
     if source == target:
         raise PersonError(f"person {source} cannot be merged into itself")
-    moved, kept = _faces_of(faces, source), _faces_of(faces, target)
+    moved, kept = faces_of(faces, source), faces_of(faces, target)
     shared = {r.photo_id for r in moved} & {r.photo_id for r in kept}
     if shared:
         raise PersonError(f"persons {source} and {target} are both in {len(shared)} photo(s): they are two people")
@@ -216,7 +217,7 @@ def _kept_apart(face: FaceRow, group: list[FaceRow]) -> bool:
 
 def forget_person(faces: FaceStore, person: int) -> list[FaceRow]:
     """Delete a person's faces and name; the faces deleted. Their photos stay read: the faces are not found again."""
-    rows = _faces_of(faces, person)
+    rows = faces_of(faces, person)
     faces.delete(r.id for r in rows)
     return rows
 
@@ -228,6 +229,7 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     """
     from sklearn.cluster import AgglomerativeClustering
 
+    faces.require()
     rows = faces.faces(vectors=True)
     if len(rows) < 2:
         return len(rows)
