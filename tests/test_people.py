@@ -23,9 +23,10 @@ from t2i_helpers.config import Config  # noqa: E402
 from t2i_helpers.data.portraits import SAMPLES, portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import default_reader  # noqa: E402
-from t2i_helpers.pipelines.people import rematch  # noqa: E402
+from t2i_helpers.pipelines.people import clean_name, rematch  # noqa: E402
 from t2i_helpers.serve.api import create_api  # noqa: E402
 from t2i_helpers.serve.auth import API_KEY_HEADER  # noqa: E402
+from t2i_helpers.serve.schemas import NAME_PATTERN  # noqa: E402
 from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.collection import META_PREFIX  # noqa: E402
 from t2i_helpers.store.face_store import FACE_DIM, FaceRow, FaceStore, read_marker  # noqa: E402
@@ -223,3 +224,18 @@ def test_a_photo_of_20_faces_gives_20_people(tmp_path, encoder):
         assert engine.regroup_people() == 20  # not even a regrouping puts two faces of one photo together
     finally:
         engine.close()
+
+
+def test_the_name_pattern_is_exactly_what_clean_name_keeps():
+    """The API's `name` pattern and `people.clean_name` must agree on every character of the BMP (where every
+    whitespace and control character is), or the contract lies."""
+    pattern = re.compile(NAME_PATTERN)
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates cannot travel in JSON text
+        try:
+            kept = bool(clean_name(chr(code)))
+        except ValueError:
+            kept = False
+        assert bool(pattern.search(chr(code))) == kept, hex(code)
+    assert pattern.search("Anna Lee") and not pattern.search("Anna, Lee") and not pattern.search(" \t ")
