@@ -86,12 +86,24 @@ def test_people_are_listed_named_merged_and_forgotten_over_http(small_library):
         assert merged.status_code == 200 and (merged.json()["name"], merged.json()["photos"]) == ("Grace", 4)
         assert len(client.get("/people").json()) == 2
 
+        faces = client.get(f"/people/{hopper}/faces").json()
+        assert {f["image_url"] for f in faces} == {
+            f"/images/{i}" for i, p in paths.items() if "hopper" in p or "cameraman" in p
+        }
+        flipped = next(f["id"] for f in faces if paths[f["photo_id"]].endswith("hopper_flip.jpg"))
+        alone = client.post(f"/faces/{flipped}/remove")
+        assert alone.status_code == 200 and (alone.json()["name"], alone.json()["photos"]) == ("", 1)
+        again = client.post(f"/faces/{flipped}/remove")
+        assert again.status_code == 409 and "is alone in person" in again.json()["detail"]
+        assert client.post("/faces/1/remove").status_code == 404
+        assert len(client.get(f"/people/{hopper}/faces").json()) == 3
+
         forgotten = client.delete(f"/people/{hopper}")
-        assert forgotten.json() == {"id": hopper, "faces": 4}
+        assert forgotten.json() == {"id": hopper, "faces": 3}
         assert client.get(f"/people/{hopper}/thumbnail").status_code == 404
         assert client.delete(f"/people/{hopper}").status_code == 404
         assert client.get("/search", params={"person": "Grace"}).status_code == 404
-        assert [p["photos"] for p in client.get("/people").json()] == [2]
+        assert [p["photos"] for p in client.get("/people").json()] == [2, 1]  # the astronaut, the face taken out
 
 
 def test_a_face_taken_out_of_a_person_stays_apart_through_regroup_and_later_passes(small_library, capsys):

@@ -5,7 +5,8 @@
     GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
     POST   /index?label=             add pictures (multipart field `files`, one or more) under a category
     DELETE /images/{id}              remove an image from the index (and its file, if it was uploaded)
-    GET    /people, /people/{id}/thumbnail; POST /people/{id}/name, /merge; DELETE /people/{id}: `people_routes.py`
+    GET    /people, /people/{id}/thumbnail, /faces; POST /people/{id}/name, /merge, /faces/{id}/remove; DELETE
+           /people/{id}: who is in the photos (`people_routes.py`)
     GET    /health, GET /stats       liveness (Milvus answers) and what is indexed
     GET    /docs, GET /openapi.json  the OpenAPI description (/docs loads Swagger UI from a CDN)
 

@@ -5,6 +5,8 @@
     POST   /people/{id}/name           {"name": "Anna"}: name (or rename) a person; 409 if another has the name
     POST   /people/{id}/merge          {"into": 3}: the person's faces become person 3's; 409 if both are in a photo
     DELETE /people/{id}                forget a person: its faces, embeddings and name (the photos stay)
+    GET    /people/{id}/faces          the person's faces, surest first: id, photo_id, box, score, image_url
+    POST   /faces/{id}/remove          the face is not that person: a person of its own, never grouped with it again
 
 Like the other routes they need the API key when the server has one, and writes take the service's write lock.
 A person's crop is made from its photo only if the photo's bytes still hash to the photo's id (`face_thumbnail`),
@@ -26,9 +28,10 @@ from ..data.images import ImageError
 from ..engine import SearchEngine
 from ..pipelines.people import Person
 from ..store.face_store import PersonError
-from .schemas import MAX_PERSON_ID, ForgottenOut, MergeIn, NameIn, PersonOut, person_out
+from .schemas import MAX_PERSON_ID, FaceOut, ForgottenOut, MergeIn, NameIn, PersonOut, face_out, person_out
 from .service import Service
 
+FaceId = Annotated[int, PathParam(ge=0, le=(1 << 63) - 1, description="the face's id, from GET /people/{id}/faces")]
 PersonId = Annotated[int, PathParam(ge=0, le=MAX_PERSON_ID, description="the person's id, from GET /people")]
 
 
@@ -102,6 +105,36 @@ def people_routes(service: Service) -> APIRouter:
                 raise HTTPException(409, str(err)) from err
             return person_out(_person(engine, body.into))
 
+    @router.get(
+        "/people/{person_id}/faces",
+        response_model=list[FaceOut],
+        responses=service.errors(404, 422, 503),
+        summary="List a person's faces",
+    )
+    def list_faces(person_id: PersonId) -> list[FaceOut]:
+        """The person's faces, surest first, each with the photo it is in."""
+        try:
+            return [face_out(f) for f in engine.faces_of(person_id)]
+        except PersonError as err:
+            raise HTTPException(404, str(err)) from err
+
+    @router.post(
+        "/faces/{face_id}/remove",
+        response_model=PersonOut,
+        responses={200: {"links": _links("$response.body#/id")}, **service.errors(404, 409, 422, 503)},
+        summary="Take a face out of its person",
+    )
+    def remove_face(face_id: FaceId) -> PersonOut:
+        """The face becomes a person of its own, never grouped again with the person it was taken from (409 if it
+        is alone in its person already); the new person."""
+        with service.writing:
+            if not engine.store.faces.exists() or not engine.store.faces.faces(f"id == {face_id}"):
+                raise HTTPException(404, f"there is no face {face_id}: GET /people/{{id}}/faces lists them")
+            try:
+                return person_out(_person(engine, engine.remove_face(face_id)))
+            except PersonError as err:
+                raise HTTPException(409, str(err)) from err
+
     @router.delete(
         "/people/{person_id}",
         response_model=ForgottenOut,
@@ -120,7 +153,7 @@ def people_routes(service: Service) -> APIRouter:
 def _links(person_id: str) -> dict:
     """OpenAPI links from a response that names a person (at the runtime expression `person_id`) to its routes."""
     operations = {"GetThumbnail": "get_person_thumbnail", "Name": "name_person", "Merge": "merge_person",
-                  "Forget": "forget_person"}  # fmt: skip
+                  "Faces": "list_faces", "Forget": "forget_person"}  # fmt: skip
     return {link: {"operationId": op, "parameters": {"person_id": person_id}} for link, op in operations.items()}
 
 

@@ -18,6 +18,7 @@ from starlette.routing import Match
 
 from ..pipelines.people import Person
 from ..pipelines.search import INVISIBLE, clean_query
+from ..store.face_store import FaceRow
 from ..store.image_store import Hit, StoreError
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,16 @@ class PersonOut(BaseModel):
     thumbnail_url: str = Field(description="where to GET a small JPEG of the person's surest face")
 
 
+class FaceOut(BaseModel):
+    """One face of a person."""
+
+    id: int = Field(description="the face's id (a 63-bit hash: take it from the JSON text, not a JS number)")
+    photo_id: int = Field(description="the id of the photo it is in")
+    box: list[int] = Field(description="[x, y, width, height] in the upright photo's pixels")
+    score: float = Field(description="how sure the detector was, 0 to 1")
+    image_url: str = Field(description="where to GET the photo")
+
+
 class NameIn(BaseModel):
     """A person's new name."""
 
@@ -154,7 +165,7 @@ _MEANING = {
     400: "a malformed body (multipart or JSON), or more files than allowed",
     401: "the X-API-Key header is missing or wrong",
     404: "not found: an image id, a person id or name, or a category with no images",
-    409: "refused: the name is another person's, or the two people are in one photo (two people)",
+    409: "refused: the name is another person's, the two people are in one photo, or the face is alone already",
     413: "an upload over the size limit (per file or per request)",
     415: "a file that is not a JPEG, PNG, WebP, GIF, BMP or TIFF picture",
     422: "a parameter out of its range, or a picture that cannot be decoded",
@@ -186,6 +197,13 @@ def person_out(person: Person) -> PersonOut:
         photos=person.photos,
         faces=person.faces,
         thumbnail_url=f"/people/{person.id}/thumbnail",
+    )
+
+
+def face_out(face: FaceRow) -> FaceOut:
+    """A stored face as the API returns it."""
+    return FaceOut(
+        id=face.id, photo_id=face.photo_id, box=list(face.box), score=face.score, image_url=f"/images/{face.photo_id}"
     )
 
 
