@@ -60,9 +60,10 @@ def test_schemathesis_finds_no_failure_against_the_openapi_document(served):
     url, key = served
     command = [SCHEMATHESIS, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES)]
     command += ["--seed", "17", "--generation-database", "none", "--no-color"]
-    # every warning but missing test data: the run forgets the three people (DELETE /people/{id}) early on, so the
-    # merges after it find no one (404); every check still applies to every answer
-    command += ["--warnings", ",".join(w for w in SchemathesisWarning if w != SchemathesisWarning.MISSING_TEST_DATA)]
+    # every warning but about 404s: the run forgets the three people (DELETE /people/{id}) early on, so the merges
+    # after it find no one, and a random 63-bit face id is no face; every check still applies to every answer
+    not_found = {SchemathesisWarning.MISSING_TEST_DATA, SchemathesisWarning.LOW_VALID_RATE}
+    command += ["--warnings", ",".join(w for w in SchemathesisWarning if w not in not_found)]
     command += ["--header", f"{API_KEY_HEADER}: {key}"] if key else []
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     summary = done.stdout[done.stdout.rfind("SUMMARY") :]
