@@ -30,6 +30,7 @@ from t2i_helpers.serve.schemas import NAME_PATTERN  # noqa: E402
 from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.collection import META_PREFIX  # noqa: E402
 from t2i_helpers.store.face_store import FACE_DIM, FaceRow, FaceStore, read_marker  # noqa: E402
+from t2i_helpers.store.image_store import ImageStore  # noqa: E402
 
 from .people_photos import write_people  # noqa: E402
 
@@ -150,9 +151,16 @@ def _row(face: int, photo: int, person: int, vector: list[float], apart: tuple[i
     return FaceRow(face, photo, True, (0, 0, 50, 50), 0.9, person, "", np.pad(unit, (0, FACE_DIM - len(unit))), apart)
 
 
-def test_faces_alone_join_the_grown_person_unless_kept_apart_or_in_its_photo(small_library):
-    engine = small_library[0]
-    faces = FaceStore(engine.store.client, "handmade_faces", engine.store.scan)
+@pytest.fixture
+def bare_store(tmp_path):
+    """An empty photos collection in a milvus-lite file of its own (no encoder): a client for hand-made faces."""
+    store = ImageStore(Config(uri=str(tmp_path / "bare.db")), "test", 4)
+    yield store
+    store.close()
+
+
+def test_faces_alone_join_the_grown_person_unless_kept_apart_or_in_its_photo(bare_store):
+    faces = FaceStore(bare_store.client, "handmade_faces", bare_store.scan)
     faces.ensure()
     angle = np.radians(60)  # cosine distance 0.5 to the first face: more than SAME_PERSON, so it started alone
     faces.write([_row(1, 100, 0, [1, 0, 0]), _row(2, 101, 1, [np.cos(angle), np.sin(angle), 0])])
@@ -167,9 +175,8 @@ def test_faces_alone_join_the_grown_person_unless_kept_apart_or_in_its_photo(sma
     faces.drop()
 
 
-def test_a_version_1_faces_collection_is_migrated_without_losing_a_face(small_library):
-    engine = small_library[0]
-    client, name = engine.store.client, "old_faces"
+def test_a_version_1_faces_collection_is_migrated_without_losing_a_face(bare_store):
+    client, name = bare_store.client, "old_faces"
     schema = MilvusClient.create_schema(
         auto_id=False, enable_dynamic_field=False, description=META_PREFIX + '{"faces": 1}'
     )
@@ -187,7 +194,7 @@ def test_a_version_1_faces_collection_is_migrated_without_losing_a_face(small_li
     old = [_row(i, 10 + i, i % 2, [1, i, 0]) for i in range(3)]
     v1 = [{**r._asdict(), "box": list(r.box), "embedding": r.embedding.tolist()} for r in [*old, read_marker(13)]]
     client.insert(name, [{k: v for k, v in row.items() if k != "apart"} for row in v1])
-    faces = FaceStore(client, name, engine.store.scan)
+    faces = FaceStore(client, name, bare_store.scan)
     assert faces.exists() and not client.has_collection(f"{name}__migrating")
     migrated = sorted(faces.faces(vectors=True))
     assert [r[:4] + r[5:7] + r[8:] for r in migrated] == [r[:4] + r[5:7] + r[8:] for r in old]  # but score, vector
