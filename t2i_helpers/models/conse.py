@@ -311,7 +311,7 @@ class ConSEEncoder:
         out = np.empty((len(texts), self.dim), np.float32)
         by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
         # The int8 tower scales each token's activations on their own (`onnx_towers.scale_rows`), so a text's
-        # embedding does not depend on the texts beside it, nor on their padding.
+        # embedding hardly depends on the texts beside it: in the last bits only (searches embed each text alone).
         for chunk in batched(by_length, 64):
             with self._tokenizing:
                 tokens = self.text_model.tokenizer(
