@@ -30,6 +30,7 @@ import pandas as pd
 from t2i_helpers.measure.ann import cheapest_at, extended_collection, index_study, standard_sweeps
 from t2i_helpers.measure.evaluate import index_data, stored_embeddings, temporary_store
 from t2i_helpers.measure.queries import caption_queries, load_eval_data, query_embeddings
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.store.milvus_server import milvus_server
 
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, nargs="+", default=None, help="IVF list counts; default one near sqrt(N)")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ann_server_<N>.csv")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     encoder, data = load_encoder(), load_eval_data("bundled")
     with temporary_store(encoder) as store:

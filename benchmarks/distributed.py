@@ -43,6 +43,7 @@ from search import make_photos  # benchmarks/search.py: the bundled photos plus 
 
 from t2i_helpers.config import Config
 from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.pipelines import distributed
 from t2i_helpers.pipelines.ingest import ingest
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=0, help="index only the first N photos (0: all, or 2,400)")
     parser.add_argument("--scaling", action="store_true", help="Ray on 1 and 2 single-core nodes (see above)")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
     if args.scaling:
         BENCH_DIR.mkdir(parents=True, exist_ok=True)
         scaling(args.photos or 2400, cores=[0, 1])

@@ -41,6 +41,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.data.datasets import load_bundled
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.load import LoadReport, load_test
+from t2i_helpers.models.cpu import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data" / "bench" / "serve-10k"
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=60.0, help="32 clients on the new path, for this long")
     parser.add_argument("-k", "--top-k", type=int, default=10)
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     db = collection(args.photos)
     queries = list(pd.Series(load_bundled().caption.unique()).sample(frac=1.0, random_state=0))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from t2i_helpers.config import Config
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import l2_normalize
 from t2i_helpers.store.image_store import ImageStore
 from t2i_helpers.store.milvus_server import milvus_server, server_storage
@@ -108,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
     rows, vectors = make_rows(args.rows)
     rates = {}
     with milvus_server() as uri:
