@@ -163,6 +163,42 @@ class Progress:
         return (high[1] - low[1]) / (high[0] - low[0])
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's name and the CPU seconds it has used (user + system), from /proc."""
+    tick, found = os.sysconf("SC_CLK_TCK"), {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ... utime, stime
+            found[int(stat.parent.name)] = (
+                text[text.index("(") + 1 : text.rindex(")")],
+                (int(fields[11]) + int(fields[12])) / tick,
+            )
+    return found
+
+
+@contextlib.contextmanager
+def phase(label: str) -> Iterator[None]:
+    """Print, after the block, what ran meanwhile: the processes (by name) that used the most CPU, as a share of
+    one core over the block's time (processes that started and ended inside it are not seen)."""
+    before, start = cpu_seconds(), time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds, used = time.perf_counter() - start, {}
+        for pid, (name, cpu) in cpu_seconds().items():
+            count, total = used.get(name, (0, 0.0))
+            used[name] = (count + 1, total + cpu - before.get(pid, (name, 0.0))[1])
+        top = sorted(used.items(), key=lambda item: -item[1][1])[:6]
+        shown = [
+            f"{name}{f' x{n}' if n > 1 else ''} {cpu / seconds:.0%}" for name, (n, cpu) in top if cpu > 0.02 * seconds
+        ]
+        print(
+            f"    running during {label} ({seconds:.1f} s), CPU by process (100% = one core): {', '.join(shown)}",
+            flush=True,
+        )
+
+
 @contextlib.contextmanager
 def ray_nodes(cores: list[int]) -> Iterator[str]:
     """A Ray cluster on 127.0.0.1: a head without CPUs, then one node of 1 CPU per core, its processes pinned there.
@@ -178,13 +214,15 @@ def ray_nodes(cores: list[int]) -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
     loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 400 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False})
+    with phase("the Ray head's start"):
+        cluster = Cluster(initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False})
     own = os.sched_getaffinity(0)
     try:
         for core in cores:
             os.sched_setaffinity(0, {core})
             try:
-                cluster.add_node(**loopback, num_cpus=1)
+                with phase(f"the start of the node on core {core}"):
+                    cluster.add_node(**loopback, num_cpus=1)
             finally:
                 os.sched_setaffinity(0, own)
         yield cluster.address
@@ -214,7 +252,7 @@ def scaling(photos: int, cores: list[int]) -> None:
         driver_cores = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {cores[0]})  # the local ingest on the first node's core, and nothing else
         try:
-            with Progress(uri, "scale_local") as progress:
+            with phase("the local ingest"), Progress(uri, "scale_local") as progress:
                 report, _ = timed_ingest("local", rows, encoder, uri, "scale_local")
         finally:
             os.sched_setaffinity(0, driver_cores)
@@ -224,11 +262,13 @@ def scaling(photos: int, cores: list[int]) -> None:
             f"steady {rates['local']:.1f} images/s"
         )
         for count in (1, len(cores)):
+            with phase("the 3 s before the Ray cluster starts"):
+                time.sleep(3)
             with ray_nodes(cores[:count]) as address, distributed.ray_session(address):
                 wait_for_cpus(count)
                 plan = distributed.cluster_plan()
                 name = f"scale_ray_{count}"
-                with Progress(uri, name) as progress:
+                with phase(f"the Ray ingest on {count} node(s)"), Progress(uri, name) as progress:
                     report, _ = timed_ingest("ray", rows, encoder, uri, name, ray_address=address)
                 rates[count] = progress.steady_rate(total - len(report.skipped))
                 print(
