@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -164,16 +165,31 @@ class Progress:
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """Every process's name and the CPU seconds it has used (user + system), from /proc."""
-    tick, found = os.sysconf("SC_CLK_TCK"), {}
+    """Every process's name and the CPU seconds it has used (user + system), from /proc.
+
+    A Python process is named by its module or script (`python -m pytest` is "pytest"); this process is
+    "this driver", and a process whose ancestors include it is marked "(ours)", to tell them from other work.
+    """
+    tick, parents, found = os.sysconf("SC_CLK_TCK"), {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            text = stat.read_text()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text, pid = stat.read_text(), int(stat.parent.name)
             fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ... utime, stime
-            found[int(stat.parent.name)] = (
-                text[text.index("(") + 1 : text.rindex(")")],
-                (int(fields[11]) + int(fields[12])) / tick,
-            )
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            if name.startswith("python"):
+                args = (stat.parent / "cmdline").read_bytes().split(b"\0")[1:]
+                words = [a.decode(errors="replace") for a in args if a and not a.startswith(b"-")]
+                name = Path(words[0]).name if words else name
+            parents[pid] = int(fields[1])
+            found[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    for pid, (name, cpu) in found.items():
+        ancestor, seen = parents.get(pid), 0
+        while ancestor and ancestor != os.getpid() and seen < 64:
+            ancestor, seen = parents.get(ancestor), seen + 1
+        if pid == os.getpid():
+            found[pid] = ("this driver", cpu)
+        elif ancestor == os.getpid():
+            found[pid] = (f"{name} (ours)", cpu)
     return found
 
 
@@ -189,45 +205,88 @@ def phase(label: str) -> Iterator[None]:
         for pid, (name, cpu) in cpu_seconds().items():
             count, total = used.get(name, (0, 0.0))
             used[name] = (count + 1, total + cpu - before.get(pid, (name, 0.0))[1])
-        top = sorted(used.items(), key=lambda item: -item[1][1])[:6]
+        top = sorted(used.items(), key=lambda item: -item[1][1])[:8]
         shown = [
             f"{name}{f' x{n}' if n > 1 else ''} {cpu / seconds:.0%}" for name, (n, cpu) in top if cpu > 0.02 * seconds
         ]
-        print(
-            f"    running during {label} ({seconds:.1f} s), CPU by process (100% = one core): {', '.join(shown)}",
-            flush=True,
-        )
+        print(f"    CPU during {label} ({seconds:.1f} s; 100% = one core): {', '.join(shown)}", flush=True)
+
+
+def processes() -> dict[int, int]:
+    """Every living (not zombie) process with its parent, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ...
+            if fields[0] != "Z":
+                parents[int(stat.parent.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Every living process whose ancestors include `pid` (this process by default)."""
+    parents, found, frontier = processes(), set(), {pid or os.getpid()}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def pin(pids: set[int], core: int) -> None:
+    """Every thread of `pids` onto `core`; what they start later inherits it (a thread's mask is copied on fork)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+                os.sched_setaffinity(int(task.name), {core})
+
+
+def stop(pids: set[int], grace_s: float = 15.0) -> None:
+    """Wait up to `grace_s` for `pids` to exit, then SIGKILL those left (workers a stopped raylet leaves behind)."""
+    deadline = time.monotonic() + grace_s
+    while (left := pids & processes().keys()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
 def ray_nodes(cores: list[int]) -> Iterator[str]:
     """A Ray cluster on 127.0.0.1: a head without CPUs, then one node of 1 CPU per core, its processes pinned there.
 
-    Each node is what `ray start --num-cpus 1` starts (a raylet with its object store, its workers forked from
-    it), started here through `ray.cluster_utils.Cluster` (as the tests do: it binds to 127.0.0.1, where `ray
-    start` on this Ray would join only over the machine's address) while this process is pinned to the node's
-    core with `os.sched_setaffinity`: the raylet inherits the pinning, and every worker it forks inherits it from
-    the raylet. The whole cluster is stopped at the end.
+    Each node is what `ray start --num-cpus 1` starts (a raylet with its object store, its agents, its workers
+    forked from it), started here through `ray.cluster_utils.Cluster` (as the tests do: it binds to 127.0.0.1,
+    where `ray start` on this Ray would join only over the machine's address). A node starts on every core, and
+    once it is up every thread of every process it started is pinned to its core (`pin`): the workers its raylet
+    forks later inherit that. Started pinned, the raylet, its two Python agents and the log monitor shared one
+    core with whatever else ran there (the embedding actor of the cluster before, still exiting; the head's
+    agents, still starting; other work), and Ray gives a raylet a fixed 30 s to register: "The current node timed
+    out during startup" (docs/distributed.md). The whole cluster is stopped at the end, and every process it
+    started is gone before this returns, whatever failed.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's first import: loopback
     os.environ.setdefault("RAY_num_workers_soft_limit", str(distributed.IDLE_WORKERS))  # as deploy/kubernetes
     from ray.cluster_utils import Cluster
 
     loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 400 << 20}
-    with phase("the Ray head's start"):
-        cluster = Cluster(initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False})
-    own = os.sched_getaffinity(0)
+    before, cluster = descendants(), None  # the Milvus server is one of ours already: never stopped here
     try:
+        with phase("the Ray head's start"):
+            cluster = Cluster(
+                initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False}
+            )
         for core in cores:
-            os.sched_setaffinity(0, {core})
-            try:
-                with phase(f"the start of the node on core {core}"):
-                    cluster.add_node(**loopback, num_cpus=1)
-            finally:
-                os.sched_setaffinity(0, own)
+            started = descendants()
+            with phase(f"the start of the node for core {core} (on every core, then pinned)"):
+                cluster.add_node(**loopback, num_cpus=1)
+            pin(descendants() - started, core)
         yield cluster.address
     finally:
-        cluster.shutdown()
+        ours = descendants() - before  # before the raylets stop: their workers are orphaned then, no longer ours
+        if cluster is not None:
+            cluster.shutdown()
+        stop(ours)
 
 
 def wait_for_cpus(cpus: int, timeout_s: float = 60) -> None:
