@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 
-from t2i_helpers.models import cpu
+from t2i_helpers.models import clip_towers, cpu
 
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
 
@@ -54,3 +55,9 @@ def test_every_benchmark_prints_the_cpu_first(path):
     calls = [n for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     first = min((n for n in calls if n.func.id == "print"), key=lambda n: (n.lineno, n.col_offset))
     assert isinstance(first.args[0], ast.Call) and first.args[0].func.id == "describe", path.name
+
+
+def test_clip_auto_skips_the_onnx_image_tower_only_where_amx_was_measured_to_beat_it():
+    skipped = clip_towers.cpu_has_bf16() and bool(cpu.simd()["AMX"])
+    assert ("onnx" in clip_towers.candidates("image", torch.device("cpu"))) is not skipped
+    assert "onnx" in clip_towers.candidates("text", torch.device("cpu"))
