@@ -233,6 +233,11 @@ def descendants(pid: int | None = None) -> set[int]:
     return found
 
 
+def descendants_of(pids: set[int]) -> set[int]:
+    """Every living process whose ancestors include one of `pids`, but for this process."""
+    return set().union(*(descendants(pid) for pid in pids - {os.getpid()}))
+
+
 def pin(pids: set[int], core: int) -> None:
     """Every thread of `pids` onto `core`; what they start later inherits it (a thread's mask is copied on fork)."""
     for pid in pids:
@@ -280,7 +285,7 @@ def ray_nodes(cores: list[int]) -> Iterator[str]:
             started = descendants()
             with phase(f"the start of the node for core {core} (on every core, then pinned)"):
                 cluster.add_node(**loopback, num_cpus=1)
-            pin(descendants() - started, core)
+            pin(descendants() - descendants_of(started) - started, core)  # the node's, not the head's new workers
         yield cluster.address
     finally:
         ours = descendants() - before  # before the raylets stop: their workers are orphaned then, no longer ours
