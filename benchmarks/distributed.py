@@ -177,9 +177,9 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
             fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ... utime, stime
             name = text[text.index("(") + 1 : text.rindex(")")]
             if name.startswith("python"):
-                args = (stat.parent / "cmdline").read_bytes().split(b"\0")[1:]
-                words = [a.decode(errors="replace") for a in args if a and not a.startswith(b"-")]
-                name = Path(words[0]).name if words else name
+                args = [a.decode(errors="replace") for a in (stat.parent / "cmdline").read_bytes().split(b"\0")[1:]]
+                words = [a for a in args if a and not a.startswith("-")]
+                name = "python -c" if "-c" in args else Path(words[0]).name[:40] if words else name
             parents[pid] = int(fields[1])
             found[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
     for pid, (name, cpu) in found.items():
