@@ -19,6 +19,7 @@ Rounds alternate between the two backends and each keeps its best, so other work
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each configuration keeps its best")
     args = parser.parse_args()
     print(describe(), flush=True)  # first: which CPU the figures below come from
+    if args.library == "openclip" and importlib.util.find_spec("open_clip") is None:  # before anything starts
+        print('skipped: --library openclip needs open_clip: pip install -e ".[clip]"')
+        return
 
     # A fresh choice for "auto", timed on this machine now; its ONNX graphs (hundreds of MB) go with the run.
     with tempfile.TemporaryDirectory(prefix="t2i-clip-bench-") as cache:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -49,7 +50,7 @@ from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.pipelines import distributed
 from t2i_helpers.pipelines.ingest import ingest
 from t2i_helpers.store.image_store import ImageStore
-from t2i_helpers.store.milvus_server import milvus_server
+from t2i_helpers.store.milvus_server import INSTALL_HINT, milvus_server
 
 SMALL_JOB = 8  # images in the job that measures what a job costs before its images
 BENCH_DIR = Path("data/bench/scaling")
@@ -75,6 +76,11 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="Ray on 1 and 2 single-core nodes (see above)")
     args = parser.parse_args()
     print(describe(), flush=True)  # first: which CPU the figures below come from
+    needs = {"ray": distributed.INSTALL_HINT, "milvus": INSTALL_HINT}  # the distributed and server extras
+    missing = [hint for package, hint in needs.items() if importlib.util.find_spec(package) is None]
+    if missing:  # before anything starts
+        print(f"skipped: {'; '.join(missing)}")
+        return
     if args.scaling:
         BENCH_DIR.mkdir(parents=True, exist_ok=True)
         scaling(args.photos or 2400, cores=[0, 1])
