@@ -239,9 +239,10 @@ class SearchEngine:
         category: str | None = None,
         filters: Filters | None = None,
     ) -> list[list[Hit]]:
-        """The best images for each of `queries`: one encoder call and one Milvus search for them all.
+        """The best images for each of `queries`: one Milvus search for them all.
 
-        Each query's hits are the same as `search` would return for it alone (notebook 04's batching server).
+        Each query's hits, ids and scores, are those `search` returns for it alone (notebook 04's batching server):
+        each text is embedded alone (`QueryCache.embed`), and equal scores come by id (`ImageStore.search`).
         """
         texts = [q.text if isinstance(q, Query) else self.prepare_query(q).text for q in queries]
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline

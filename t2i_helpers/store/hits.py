@@ -40,3 +40,10 @@ def to_hit(row: dict, score: float) -> Hit:
 def to_hits(results) -> list[list[Hit]]:
     """Milvus search results as `Hit` lists."""
     return [[to_hit({"id": h["id"], **h["entity"]}, float(h["distance"])) for h in hits] for hits in results]
+
+
+def in_order(hits: list[Hit]) -> list[Hit]:
+    """`hits` as ranked (best first, whichever way the metric runs), each run of equal scores by id: Milvus
+    returns tied hits in any order, and one search must give the same answer alone or in a batch (notebook 04)."""
+    first: dict[float, int] = {}  # score -> where its run starts
+    return sorted(hits, key=lambda hit: (first.setdefault(hit.score, len(first)), hit.id))

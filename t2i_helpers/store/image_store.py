@@ -42,7 +42,7 @@ from .collection import (
 )
 from .face_store import FaceStore
 from .filters import Filters, quote, text_key, where
-from .hits import OUTPUT_FIELDS, Hit, to_hit, to_hits
+from .hits import OUTPUT_FIELDS, Hit, in_order, to_hit, to_hits
 
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
@@ -308,21 +308,32 @@ class ImageStore(CollectionLayout):
         self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None, filters: Filters | None = None
     ) -> list[list[Hit]]:
         """The `top_k` most similar images for each query embedding, best first, optionally in one category and
-        only among those that pass `filters` (applied inside Milvus)."""
+        only among those that pass `filters` (applied inside Milvus); equal scores by id, also across the cut at
+        `top_k`, so that a query's hits are the same searched alone or with others (notebook 04)."""
         check_top_k(top_k)
         queries = np.atleast_2d(np.asarray(embeddings, np.float32))
         if queries.shape[1] != self.meta["dim"]:
             raise ValueError(f"query vectors have dim {queries.shape[1]}, the collection {self.meta['dim']}")
+        expression = self.where(category, filters)
+        found = self._search(queries, min(top_k + 1, MAX_TOP_K), expression)  # one more: a tie at the cut shows
+        for i, hits in enumerate(found):  # a tie across the cut: Milvus kept any of the tied; fetch them all
+            limit = len(hits)
+            while limit < MAX_TOP_K and len(hits) == limit > top_k and hits[-1].score == hits[top_k - 1].score:
+                limit = min(2 * limit, MAX_TOP_K)
+                hits = found[i] = self._search(queries[i : i + 1], limit, expression)[0]
+        return [hits[:top_k] for hits in found]
+
+    def _search(self, queries: np.ndarray, limit: int, expression: str) -> list[list[Hit]]:
         results = self.client.search(
             self.collection,
             data=queries.tolist(),
             anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
-            limit=top_k,
-            filter=self.where(category, filters),
+            limit=limit,
+            filter=expression,
             output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
             search_params={"metric_type": self.metric},
         )
-        return to_hits(results)
+        return [in_order(hits) for hits in to_hits(results)]
 
     def where(self, category: str | None, filters: Filters | None) -> str:
         """The filter expression of a search; refuses, in one sentence, a text filter the server cannot run.
