@@ -116,8 +116,12 @@ q1 = Exercise(
         lambda x: (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True),  # standardizes
         lambda x: x[0] / np.linalg.norm(x[0]),  # the first row only
     ],
-    variants=[_normalize_loop, _normalize_in_place, _normalize_torch,
-              lambda x: [list(row / np.linalg.norm(row)) for row in x]],  # fmt: skip
+    variants=[
+        _normalize_loop,
+        _normalize_in_place,
+        _normalize_torch,
+        lambda x: [list(row / np.linalg.norm(row)) for row in x],
+    ],
 )
 
 
@@ -165,8 +169,12 @@ q2 = Exercise(
         lambda i, t, k: np.argpartition(-(normalize(i) @ t), k - 1)[:k][::-1],  # the best k, unordered
         lambda i, t, k: np.argsort(-(normalize(i) @ t))[:k] + 1,  # counted from 1
     ],
-    variants=[_rank_torch, _rank_loop, _rank_in_place,
-              lambda i, t, k: list(np.argsort(normalize(i) @ t, kind="stable")[::-1][:k])],  # fmt: skip
+    variants=[
+        _rank_torch,
+        _rank_loop,
+        _rank_in_place,
+        lambda i, t, k: list(np.argsort(normalize(i) @ t, kind="stable")[::-1][:k]),
+    ],
 )
 
 
@@ -211,9 +219,12 @@ q3 = Exercise(
         lambda batch, stored: [i for n, i in enumerate(batch) if i not in stored and i not in batch[n + 1 :]],
         lambda batch, stored: list(set(batch) - stored),  # a set's order
     ],
-    variants=[_new_ids_dict, _new_ids_growing,
-              lambda b, s: sorted({i for i in b if i not in s}, key=b.index),
-              lambda b, s: [i for n, i in enumerate(b) if i not in s and i not in b[:n]]],  # fmt: skip
+    variants=[
+        _new_ids_dict,
+        _new_ids_growing,
+        lambda b, s: sorted({i for i in b if i not in s}, key=b.index),
+        lambda b, s: [i for n, i in enumerate(b) if i not in s and i not in b[:n]],
+    ],
 )
 
 EXERCISES = {"nb01.q1": q1, "nb01.q2": q2, "nb01.q3": q3}

@@ -71,8 +71,12 @@ def _named(table: pd.DataFrame, budget_ms: float):
 
 def _front(table: pd.DataFrame):
     rows = list(table[["encoder", "R@10", "query_ms"]].itertuples(index=False))
-    dominated = {a.encoder for a in rows for b in rows
-                 if b.query_ms <= a.query_ms and b._1 >= a._1 and (b.query_ms, b._1) != (a.query_ms, a._1)}  # fmt: skip
+    dominated = {
+        a.encoder
+        for a in rows
+        for b in rows
+        if b.query_ms <= a.query_ms and b._1 >= a._1 and (b.query_ms, b._1) != (a.query_ms, a._1)
+    }
     expected = [r.encoder for r in sorted(rows, key=lambda r: r.query_ms) if r.encoder not in dominated]
 
     def compare(result) -> None:
@@ -101,8 +105,10 @@ def _slices(items: Sequence, size: int):
         if any(not chunk for chunk in got):
             raise Wrong(f"an empty slice (with {len(items)} items in slices of {size}): every slice holds an item")
         if [x for chunk in got for x in chunk] != list(items):
-            raise Wrong(f"the slices, joined, are not the items in their order ({len(items)} items in slices of "
-                        f"{size}): every item once, none lost")  # fmt: skip
+            raise Wrong(
+                f"the slices, joined, are not the items in their order ({len(items)} items in slices of "
+                f"{size}): every item once, none lost"
+            )
         if got != expected:
             raise Wrong("fill every slice but the last")
 
@@ -145,11 +151,16 @@ q1 = Exercise(
         lambda items, size: [items[i : i + size] for i in range(1, len(items), size)],  # loses the first item
         lambda items, size: [items[i : i + size - 1] for i in range(0, len(items), size)],  # one short each
         lambda items, size: [items[i : i + size] for i in range(0, len(items), size)][::-1],  # reversed
-        lambda items, size: [list(c) for c in __import__("numpy").array_split(items, math.ceil(len(items) / size))]
-        if items else [],  # balanced slices
+        lambda items, size: (
+            [list(c) for c in __import__("numpy").array_split(items, math.ceil(len(items) / size))] if items else []
+        ),  # balanced slices
     ],
-    variants=[_batched_generator, _batched_popping, _batched_islice,
-              lambda items, size: [tuple(items[i : i + size]) for i in range(0, len(items), size)]],  # fmt: skip
+    variants=[
+        _batched_generator,
+        _batched_popping,
+        _batched_islice,
+        lambda items, size: [tuple(items[i : i + size]) for i in range(0, len(items), size)],
+    ],
 )
 
 
@@ -194,15 +205,22 @@ q2 = Exercise(
         lambda t, b: str(t.sort_values("query_ms")[t.sort_values("query_ms").query_ms <= b].encoder.iloc[-1]),
         lambda t, b: t[t.query_ms <= b]["R@10"].idxmax(),  # the row's label, not its name
     ],
-    variants=[_best_sorted, _best_loop, _best_in_place,
-              lambda t, b: t.query("query_ms <= @b").nlargest(1, "R@10")["encoder"].iloc[0]],  # fmt: skip
+    variants=[
+        _best_sorted,
+        _best_loop,
+        _best_in_place,
+        lambda t, b: t.query("query_ms <= @b").nlargest(1, "R@10")["encoder"].iloc[0],
+    ],
 )
 
 
 def _front_pairs(table):
     rows = list(zip(table["encoder"], table["R@10"], table["query_ms"]))
-    return [a for a, ra, ma in sorted(rows, key=lambda r: r[2])
-            if not any(mb <= ma and rb >= ra and (mb, rb) != (ma, ra) for _, rb, mb in rows)]  # fmt: skip
+    return [
+        a
+        for a, ra, ma in sorted(rows, key=lambda r: r[2])
+        if not any(mb <= ma and rb >= ra and (mb, rb) != (ma, ra) for _, rb, mb in rows)
+    ]
 
 
 def _front_cummax(table):
@@ -225,8 +243,12 @@ q3 = Exercise(
     "Write `pareto_front(table)`: `table` is a DataFrame like `nb02.TABLE` (rows in any order, any index; no two "
     "rows share both numbers). An encoder is beaten when another is at least as fast and at least as good, and "
     "better on one of the two; return the names of the encoders nothing beats, as a list, fastest first.",
-    [Case((TABLE,), _front(TABLE)), Case((_SHUFFLED,), _front(_SHUFFLED)), Case((_TIES,), _front(_TIES)),
-     Case((TABLE.iloc[[0]],), _front(TABLE.iloc[[0]]))],  # fmt: skip
+    [
+        Case((TABLE,), _front(TABLE)),
+        Case((_SHUFFLED,), _front(_SHUFFLED)),
+        Case((_TIES,), _front(_TIES)),
+        Case((TABLE.iloc[[0]],), _front(TABLE.iloc[[0]])),
+    ],
     [
         "Sort by latency. Walking from the fastest, an encoder is on the front if its R@10 beats every faster one.",
         "Keep the best R@10 seen so far; an encoder joins the front only when it raises that best.",
@@ -236,8 +258,13 @@ q3 = Exercise(
     wrong=[
         lambda t: list(t.sort_values("query_ms").encoder),  # every encoder
         lambda t: list(t.sort_values("R@10", ascending=False).encoder[:3]),  # the three best
-        lambda t: [n for n, r in zip(t.sort_values("query_ms").encoder, t.sort_values("query_ms")["R@10"].cummax()
-                                     .diff().fillna(1)) if r >= 0],  # ties in R@10 kept  # fmt: skip
+        lambda t: [
+            n
+            for n, r in zip(
+                t.sort_values("query_ms").encoder, t.sort_values("query_ms")["R@10"].cummax().diff().fillna(1)
+            )
+            if r >= 0
+        ],  # ties in R@10 kept
         lambda t: [n for n, r, best in _walk(t.sort_values("query_ms")) if r > best],  # sorted by latency only
         lambda t: _front_pairs(t)[::-1],  # slowest first
         lambda t: [t.sort_values("query_ms").encoder.iloc[0], t.sort_values("R@10").encoder.iloc[-1]],  # the ends

@@ -188,8 +188,7 @@ q3 = Exercise(
         lambda s, t: int(s[s["recall@10"] >= t].ms.min()),  # the latency, not the nprobe
         lambda s, t: int(s.nprobe.iloc[(s["recall@10"] - t).abs().argmin()]),  # the closest recall, under or over
     ],
-    variants=[_nprobe_loop, _nprobe_sorted,
-              lambda s, t: s.loc[s[s["recall@10"] >= t].ms.idxmin(), "nprobe"]],  # fmt: skip
+    variants=[_nprobe_loop, _nprobe_sorted, lambda s, t: s.loc[s[s["recall@10"] >= t].ms.idxmin(), "nprobe"]],
 )
 
 EXERCISES = {"nb03.q1": q1, "nb03.q2": q2, "nb03.q3": q3}

@@ -31,9 +31,27 @@ from .problem import Wrong
 COLLECTION = "exercise_rows"
 QUERY_TIMEOUT_S = 5.0  # a refused expression fails within this, never hangs the cell
 _TEMPLATE = re.compile(r"\{\w*\}")
-# Labels a category filter must tell apart: quotes, backslashes, non-ASCII, LIKE's wildcards, case and spaces.
-_LABELS = ["animals", "vehicles", 'x" or id > 0 or "', "back\\slash", "ends with \\", "café", 'say "cheese"', "it's",
-           "animals%", "Animals", "animals ", "a_b", "aXb", "ice cream", "x"]  # fmt: skip
+# Labels a category filter must tell apart: quotes, backslashes, non-ASCII, LIKE's wildcards, case, spaces, a tab
+# and an invisible character (which Python's repr would escape as \u200b, which Milvus reads as six characters).
+_LABELS = [
+    "animals",
+    "vehicles",
+    'x" or id > 0 or "',
+    "back\\slash",
+    "ends with \\",
+    "café",
+    'say "cheese"',
+    "it's",
+    "animals%",
+    "Animals",
+    "animals ",
+    "a_b",
+    "aXb",
+    "ice cream",
+    "x",
+    "tab\there",
+    "zero\u200bwidth",
+]
 # Times (stored wall-clock seconds, read as UTC) around the first second of each year, and 5 h 30 min off it
 # (where a bound computed in another time zone falls), for the year filter; NO_TIME for a photo without one.
 _EDGES = [calendar.timegm((year, 1, 1, 0, 0, 0)) for year in range(2018, 2025)]
@@ -56,8 +74,10 @@ def _open() -> MilvusClient:
     index = client.prepare_index_params()
     index.add_index("vector", index_type="FLAT", metric_type="IP")
     client.create_collection(COLLECTION, schema=schema, index_params=index)
-    rows = [{"id": i, "label": label, "taken_at": taken, "vector": [1.0, 0.0]} for i, (label, taken) in
-            enumerate(zip(LABELS, TIMES, strict=True))]  # fmt: skip
+    rows = [
+        {"id": i, "label": label, "taken_at": taken, "vector": [1.0, 0.0]}
+        for i, (label, taken) in enumerate(zip(LABELS, TIMES, strict=True))
+    ]
     client.insert(COLLECTION, rows)
     atexit.register(_close, client, uri, folder)
     return client
