@@ -49,7 +49,8 @@ def check_claims(stem: str, notebook) -> None:
         assert {kind for kind, *_ in fused} == {"text only", "pixels only", "both"}
         for _, vector, bm25, both, said in fused:
             assert (said == "beats") == (float(both) > max(float(vector), float(bm25)))
-        costs = re.findall(r"rows: selective x([\d.]+), broad x([\d.]+) the unfiltered median; cheapest: (\w+)", printed)
+        cost = r"rows: selective x([\d.]+), broad x([\d.]+) the unfiltered median; cheapest: (\w+)"
+        costs = re.findall(cost, printed)
         assert len(costs) >= 2  # milvus-lite at two sizes (and the server's, where installed)
         for selective, broad, cheapest in costs:
             ratios = {"none": 1.0, "selective": float(selective), "broad": float(broad)}
