@@ -7,3 +7,9 @@ photos (notebook 07). Public names: `ImageStore`, `Hit`,
 `StoreError`, `read_meta` (image_store); `EncoderMismatchError` (collection); `milvus_server` (milvus_server).
 Imports `config` and `models` only.
 """
+
+import warnings
+
+# milvus-lite 2.5.1 imports pkg_resources when pymilvus starts it, which warns on every first open of a file:
+# noise on every notebook page and CLI run that is not ours to fix (milvus-lite pins it; setuptools warns).
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning, module="milvus_lite")

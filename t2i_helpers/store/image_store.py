@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -57,6 +58,7 @@ LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
 LITE_HELD = "Open local milvus failed"  # pymilvus's words when milvus-lite could not lock the file (or start)
 LITE_FIRST_S, LITE_START_S = 10.0, 60.0  # waits for a milvus-lite server to answer: first, and once more
 ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
+_LITE_OPEN: Counter[str] = Counter()  # open stores per milvus-lite file in this process (its server stops at 0)
 PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
 
 
@@ -106,6 +108,9 @@ class ImageStore(CollectionLayout):
         if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
             self.meta["encoder_spec"] = encoder_spec
         self.client = self._connect(config)
+        self._lite_file = str(Path(config.uri).expanduser().resolve()) if config.is_lite else None
+        if self._lite_file:
+            _LITE_OPEN[self._lite_file] += 1
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
         self._infix_like = False  # a Milvus server answered LIKE '%word%' (`where`)
@@ -387,12 +392,20 @@ class ImageStore(CollectionLayout):
         }
 
     def close(self) -> None:
-        """Release the connection.
-
-        milvus-lite keeps its embedded server (and the file lock) for the life of the process, shared by every
-        client of that file in the process; another process can open the file once this one has exited.
-        """
+        """Release the connection; the last store of a milvus-lite file closed stops its server, freeing the file."""
         self.client.close()
+        lite_file, self._lite_file = self._lite_file, None  # a second close releases nothing more
+        if lite_file:
+            _LITE_OPEN[lite_file] -= 1
+            if not _LITE_OPEN[lite_file]:
+                release_lite(lite_file)
+
+
+def release_lite(uri: str) -> None:
+    """Stop milvus-lite's server process for a file (it would hold the file until this process exits)."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(uri)
 
 
 def check_top_k(top_k: int) -> None:
