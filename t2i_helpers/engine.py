@@ -32,8 +32,9 @@ from .pipelines.operators import IngestReport, run_pipeline
 from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import stored_place, understand
+from .store.connection import read_meta
 from .store.filters import Filters
-from .store.image_store import Hit, ImageStore, StoreError, read_meta
+from .store.image_store import Hit, ImageStore, StoreError
 
 
 class NoIndexError(StoreError):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from t2i_helpers.config import Config
-from t2i_helpers.store import image_store
+from t2i_helpers.store import connection
 from t2i_helpers.store.collection import EncoderMismatchError
 from t2i_helpers.store.image_store import VECTOR_WINDOW, ImageStore, StoreError
 
@@ -150,7 +150,7 @@ def test_closing_the_last_store_of_a_lite_file_stops_its_server_and_frees_the_fi
 
 def test_a_milvus_lite_file_slow_to_answer_is_waited_for(tmp_path, monkeypatch):
     """A fresh file on a loaded machine once outlasted pymilvus's 10 s wait and was blamed on another process."""
-    monkeypatch.setattr(image_store, "LITE_FIRST_S", 1e-6)  # the first wait cannot succeed
+    monkeypatch.setattr(connection, "LITE_FIRST_S", 1e-6)  # the first wait cannot succeed
     store = ImageStore(Config(uri=str(tmp_path / "slow.db")), "enc-a", 4)
     store.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
     assert store.count() == 1

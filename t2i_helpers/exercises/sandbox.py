@@ -25,7 +25,7 @@ from pymilvus import DataType, MilvusClient
 
 from ..config import Config
 from ..data.exif import NO_TIME
-from ..store.image_store import milvus_client
+from ..store.connection import milvus_client
 from .problem import Wrong
 
 COLLECTION = "exercise_rows"

@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ..config import Config
@@ -33,7 +30,6 @@ from ..models.encoders import Encoder
 from .collection import (
     FILE_FIELDS,
     MAX_OCR_BYTES,
-    META_PREFIX,
     PHOTO_FIELDS,
     SCHEMA_VERSION,
     TEXT_FIELDS,
@@ -41,6 +37,7 @@ from .collection import (
     StoreError,
     clip_text,
 )
+from .connection import connect, release_lite
 from .face_store import FaceStore
 from .filters import Filters, quote, text_key, where
 from .hits import OUTPUT_FIELDS, Hit, in_order, to_hit, to_hits
@@ -50,13 +47,6 @@ QUERY_WINDOW = 16384  # and on a query's `limit`
 # rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
 # (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
 VECTOR_WINDOW = 256
-# pymilvus pings every 10 s, idle or not; milvus-lite's gRPC server allows a ping without data once in 5 minutes
-# and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
-# failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
-LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
-LITE_HELD = "Open local milvus failed"  # pymilvus's words when milvus-lite could not lock the file (or start)
-LITE_FIRST_S, LITE_START_S = 10.0, 60.0  # waits for a milvus-lite server to answer: first, and once more
 ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
 _LITE_OPEN: Counter[str] = Counter()  # open stores per milvus-lite file in this process (its server stops at 0)
 PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
@@ -72,28 +62,6 @@ class FileState(NamedTuple):
     described: bool = True
 
 
-def read_meta(config: Config) -> dict | None:
-    """What a t2i collection records about itself (encoder, dim, schema version), or None if there is none.
-
-    Creates nothing: a milvus-lite file that does not exist is not made, and no collection is created.
-
-    Raises:
-        StoreError: the collection was not made by t2i, or the store cannot be opened.
-    """
-    if config.is_lite and not Path(config.uri).expanduser().exists():
-        return None
-    client = ImageStore._connect(config)
-    try:
-        if not client.has_collection(config.collection):
-            return None
-        description = client.describe_collection(config.collection).get("description", "")
-    finally:
-        client.close()
-    if not description.startswith(META_PREFIX):
-        raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
-    return json.loads(description[len(META_PREFIX) :])
-
-
 class ImageStore(CollectionLayout):
     """A Milvus collection of images: id (content hash), path, label, caption and embedding.
 
@@ -107,7 +75,7 @@ class ImageStore(CollectionLayout):
         self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
         if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
             self.meta["encoder_spec"] = encoder_spec
-        self.client = self._connect(config)
+        self.client = connect(config)
         self._lite_file = str(Path(config.uri).expanduser().resolve()) if config.is_lite else None
         if self._lite_file:
             _LITE_OPEN[self._lite_file] += 1
@@ -146,46 +114,6 @@ class ImageStore(CollectionLayout):
         can load the same encoder again (`SearchEngine.open_index`).
         """
         return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
-
-    @staticmethod
-    def _connect(config: Config) -> MilvusClient:
-        if config.is_lite:
-            path = Path(config.uri).expanduser()
-            if path.is_dir():  # milvus-lite 3 kept a folder under this name; 2.5 keeps one file
-                raise StoreError(
-                    f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
-                    "and index again, or pass another file with --uri"
-                )
-            if not re.fullmatch(f"[{LITE_NAME_CHARS}]+", path.name):
-                fixed = re.sub(f"[^{LITE_NAME_CHARS}]", "_", path.name)
-                raise StoreError(
-                    f"milvus-lite cannot use the file name {path.name!r}: use only letters, digits, '.', '-' and "
-                    f"'_' in it (e.g. {fixed!r}); the folder may be named freely"
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return milvus_client(config, timeout=LITE_FIRST_S if config.is_lite else None)
-        except MilvusException as err:
-            if not config.is_lite:
-                raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
-            if LITE_HELD in str(err):
-                raise StoreError(
-                    f"cannot open the milvus-lite file {config.uri}: another process has it open "
-                    "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
-                    "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
-                ) from err
-        # Seen on a loaded machine: the server started but answered later than the first wait, or stopped while
-        # starting ("Open storage failed: unable to open database file"). Start it anew and wait longer.
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(str(Path(config.uri).expanduser()))
-        try:
-            return milvus_client(config, timeout=LITE_START_S)
-        except MilvusException as err:
-            raise StoreError(
-                f"milvus-lite did not answer for {config.uri} within {LITE_START_S:.0f} s ({err}); try again, or "
-                "run a Milvus server and pass its URI"
-            ) from err
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
@@ -401,21 +329,7 @@ class ImageStore(CollectionLayout):
                 release_lite(lite_file)
 
 
-def release_lite(uri: str) -> None:
-    """Stop milvus-lite's server process for a file (it would hold the file until this process exits)."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(uri)
-
-
 def check_top_k(top_k: int) -> None:
     """Refuse a `top_k` Milvus cannot answer (ValueError, one sentence)."""
     if not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-
-
-def milvus_client(config: Config, timeout: float | None = None) -> MilvusClient:
-    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses;
-    `timeout` bounds the wait for the connection (pymilvus's `MILVUS_CONN_TIMEOUT`, 10 s, when None)."""
-    options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
-    return MilvusClient(uri=config.uri, token=config.token, timeout=timeout, **options)
