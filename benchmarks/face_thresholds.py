@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,17 +25,10 @@ import numpy as np
 from t2i_helpers.data.datasets import load_source, tuxpaint_csv
 from t2i_helpers.data.images import read_image
 from t2i_helpers.data.portraits import group_photo, portraits, variants
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.faces import MIN_FACE_PX, MIN_SCORE, SAME_PERSON, FaceReader
 
 SIZES = (16, 24, 32, 40, 48, 64, 96)  # face heights tried in (b), in px
-
-
-def cpu() -> str:
-    """The CPU model and whether it has AVX-512 (the benchmarks' convention)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line]
-    model = names[0] if names else platform.machine()
-    return f"{model}, avx512: {'avx512f' in info}"
 
 
 def copies() -> list[tuple[str, str, np.ndarray]]:
@@ -55,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     reader = FaceReader(min_score=0.5, min_face=0)
-    print(cpu())
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     # (a) scores: real faces (alone and in group photos) against stamps
     found = [(person, name, reader.read(photo)) for person, name, photo in copies()]

@@ -14,10 +14,10 @@ photos not found.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 from t2i_helpers.measure.places import RING_KM, city_photos, largest_cities
+from t2i_helpers.models.cpu import describe
 
 
 def main() -> None:
@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--cities", type=int, default=50)
     parser.add_argument("--ring-km", type=float, default=RING_KM)
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
     start = time.perf_counter()
     table = city_photos(largest_cities(args.cities), args.ring_km)
-    print(f"cpu: {_cpu()}; {len(table)} photos in {time.perf_counter() - start:.1f} s")
+    print(f"{len(table)} photos in {time.perf_counter() - start:.1f} s")
     centre, inside = table[table.position == "centre"], table[table.same_country]
     for label, column in (("nearest place's names", "found_nearest"), ("stored now", "found")):
         print(
@@ -37,15 +38,6 @@ def main() -> None:
     print(f"ratio found_now/found_nearest = {inside.found.sum() / max(1, inside.found_nearest.sum()):.2f}")
     for row in table[~table.found].itertuples():
         print(f"not found: {row.city} ({row.position}) stored as {row.place!r}, same country: {row.same_country}")
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            line = next(x for x in info if x.startswith("model name"))
-        return line.split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def _search(engine, args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps({"rank": rank, **hit._asdict()}, ensure_ascii=False))
         else:
-            about = ", ".join(x for x in (hit.taken_at, hit.place, hit.camera) if x)
+            about = ", ".join(x for x in (hit.when(), hit.place, hit.camera) if x)
             print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}" + (f"  ({about})" if about else ""))
 
 

@@ -34,7 +34,6 @@ from .pipelines.people import (
     face_thumbnail,
     faces_of,
     forget_person,
-    get_person,
     list_people,
     merge_people,
     name_person,
@@ -43,9 +42,10 @@ from .pipelines.people import (
 )
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import stored_place, understand
+from .store.connection import read_meta
 from .store.face_store import FaceRow
 from .store.filters import Filters
-from .store.image_store import Hit, ImageStore, StoreError, read_meta
+from .store.image_store import Hit, ImageStore, StoreError
 
 
 class NoIndexError(StoreError):
@@ -197,12 +197,7 @@ class SearchEngine:
 
     def people(self) -> list[Person]:
         """Every person whose faces were read, most photos first (`people.list_people`, notebook 07)."""
-        self.store.faces.require()
         return list_people(self.store.faces)
-
-    def person(self, person: int) -> Person:
-        """One person by id; `PersonError` if no faces were read or there is no such person."""
-        return get_person(self.store.faces, person)
 
     def face_thumbnail(self, person: Person) -> Path:
         """A small JPEG of a person's surest face, made on first use under the thumbnail folder's `faces/`."""
@@ -261,9 +256,10 @@ class SearchEngine:
         category: str | None = None,
         filters: Filters | None = None,
     ) -> list[list[Hit]]:
-        """The best images for each of `queries`: one encoder call and one Milvus search for them all.
+        """The best images for each of `queries`: one Milvus search for them all.
 
-        Each query's hits are the same as `search` would return for it alone (notebook 04's batching server).
+        Each query's hits, ids and scores, are those `search` returns for it alone (notebook 04's batching server):
+        each text is embedded alone (`QueryCache.embed`), and equal scores come by id (`ImageStore.search`).
         """
         texts = [q.text if isinstance(q, Query) else self.prepare_query(q).text for q in queries]
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline

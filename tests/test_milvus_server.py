@@ -100,7 +100,8 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, en
     from t2i_helpers.explore.duplicates import near_duplicates, radius_check
     from t2i_helpers.explore.questions import stored_images
     from t2i_helpers.pipelines.hybrid import keyword_search
-    from t2i_helpers.store.image_store import StoreError, read_meta
+    from t2i_helpers.store.connection import read_meta
+    from t2i_helpers.store.image_store import StoreError
     from t2i_helpers.store.keywords import keyword_support
 
     config = Config(uri=milvus_uri, collection="server_hybrid")

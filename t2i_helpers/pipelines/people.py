@@ -89,7 +89,12 @@ class People:
 
 
 def list_people(faces: FaceStore) -> list[Person]:
-    """Every person, most photos first (then by id), with the face of the highest score as its picture."""
+    """Every person, most photos first (then by id), with the face of the highest score as its picture.
+
+    Raises:
+        PersonError: no faces were read in this store yet.
+    """
+    faces.require()
     by_person: dict[int, list[FaceRow]] = {}
     for face in faces.faces():
         by_person.setdefault(face.person, []).append(face)

@@ -24,7 +24,7 @@ a regular file only, and only if its bytes still hash to `id`, so neither a craf
 indexing (for another file, a pipe or a device) can make it read anything else.
 
 Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Text searches that arrive together
-are answered together, one encoder call and one Milvus search per batch (`batching.py`). Running it: `server.py`.
+are answered together, one Milvus search per batch (`batching.py`). Running it: `server.py`.
 
 Example:
     >>> app = create_api(engine)                          # serve it with `t2i serve` or `BackgroundServer(app)`

@@ -26,7 +26,7 @@ from fastapi import Path as PathParam
 
 from ..data.images import ImageError
 from ..engine import SearchEngine
-from ..pipelines.people import Person
+from ..pipelines.people import Person, get_person
 from ..store.face_store import PersonError
 from .schemas import MAX_PERSON_ID, FaceOut, ForgottenOut, MergeIn, NameIn, PersonOut, face_out, person_out
 from .service import Service
@@ -160,6 +160,6 @@ def _links(person_id: str) -> dict:
 def _person(engine: SearchEngine, person_id: int) -> Person:
     """The person, or a 404 saying there is none (or no faces were read)."""
     try:
-        return engine.person(person_id)
+        return get_person(engine.store.faces, person_id)
     except PersonError as err:
         raise HTTPException(404, str(err)) from err
