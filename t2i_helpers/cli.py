@@ -28,7 +28,15 @@ def _store_options(parser: argparse.ArgumentParser, encoder_help: str | None = N
 
 
 _RECORDED = "encoder name (default: the one the collection was built with)"
-PEOPLE_ACTIONS = {"list": "", "name": "ID NAME", "merge": "ID INTO_ID", "forget": "ID", "regroup": ""}
+PEOPLE_ACTIONS = {
+    "list": "",
+    "name": "ID NAME",
+    "merge": "ID INTO_ID",
+    "faces": "ID",
+    "remove-face": "FACE_ID",
+    "forget": "ID",
+    "regroup": "",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,10 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         choices=list(PEOPLE_ACTIONS),
         default="list",
-        help="name ID NAME; merge ID INTO_ID (one person); forget ID (its faces and name); regroup (names kept)",
+        help="name ID NAME; merge ID INTO_ID (one person); faces ID (a person's faces); remove-face FACE_ID (not "
+        "that person: a person of its own, never grouped with it again); forget ID (its faces and name); regroup "
+        "(names kept)",
     )
     people.add_argument("values", nargs="*", metavar="ARG", help="the action's ID(s) and NAME")
-    people.add_argument("--json", action="store_true", help="one JSON object per person")
+    people.add_argument("--json", action="store_true", help="one JSON object per person (or face)")
     _store_options(people, _RECORDED)
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
@@ -151,6 +161,16 @@ def _people(engine, args: argparse.Namespace) -> None:
     elif args.action == "merge":
         engine.merge_people(int(values[0]), int(values[1]))
         print(f"person {values[0]} merged into {values[1]}")
+    elif args.action == "faces":
+        paths = engine.store.paths()
+        for face in engine.faces_of(int(values[0])):
+            shown = {"id": face.id, "photo": paths.get(face.photo_id, ""), "box": list(face.box), "score": face.score}
+            if args.json:
+                print(json.dumps(shown, ensure_ascii=False))
+            else:
+                print(f"{face.id:>20}  {face.score:.3f}  {shown['box']}  {shown['photo']}")
+    elif args.action == "remove-face":
+        print(f"face {values[0]} is person {engine.remove_face(int(values[0]))} now")
     elif args.action == "forget":
         print(f"forgot person {values[0]}: {engine.forget_person(int(values[0]))} faces deleted")
     elif args.action == "regroup":

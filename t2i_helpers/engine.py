@@ -29,10 +29,21 @@ from .pipelines.hybrid import hybrid_search, keyword_search
 from .pipelines.ingest import ingest
 from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
-from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
+from .pipelines.people import (
+    Person,
+    face_thumbnail,
+    faces_of,
+    forget_person,
+    list_people,
+    merge_people,
+    name_person,
+    regroup,
+    remove_face,
+)
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
 from .pipelines.understand import stored_place, understand
 from .store.connection import read_meta
+from .store.face_store import FaceRow
 from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError
 
@@ -179,15 +190,13 @@ class SearchEngine:
         return read_text(self.store, read_texts, folder_of(source), progress=progress)
 
     def read_faces(self, source: str | Path | None = None, progress: bool = True) -> FaceReport:
-        """Find, embed and group the faces in every stored photo (of folder or CSV `source`) not read yet
-        (notebook 07); nothing is embedded again, and a run cut off is finished by running it again."""
+        """Find, embed and group the faces of the stored photos (of `source`) not read yet; resumable (notebook 07)."""
         from .models.faces import default_reader  # loads YuNet and SFace: only for a face pass
 
         return find_faces(self.store, default_reader(), folder_of(source), progress=progress)
 
     def people(self) -> list[Person]:
         """Every person whose faces were read, most photos first (`people.list_people`, notebook 07)."""
-        self.store.faces.require()
         return list_people(self.store.faces)
 
     def face_thumbnail(self, person: Person) -> Path:
@@ -209,9 +218,16 @@ class SearchEngine:
             self.thumbnails.face_path(face.photo_id, face.id).unlink(missing_ok=True)
         return len(forgotten)
 
+    def faces_of(self, person: int) -> list[FaceRow]:
+        """A person's faces (id, photo, box, score), surest first; `PersonError` if there is no such person."""
+        return sorted(faces_of(self.store.faces, person), key=lambda f: -f.score)
+
+    def remove_face(self, face: int) -> int:
+        """Take a face out of its person, for good (`people.remove_face`); the id of the person it is now."""
+        return remove_face(self.store.faces, face)
+
     def regroup_people(self) -> int:
         """Group every face into people anew, names kept (`people.regroup`); how many people."""
-        self.store.faces.require()
         return regroup(self.store.faces)
 
     def prepare_query(self, text: str) -> Query:

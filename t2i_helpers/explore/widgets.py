@@ -1,7 +1,8 @@
 """An interactive search box for notebooks, from standard ipywidgets only (taught in notebook 01).
 
 Type a query and press Enter (or click Search): the best images appear as thumbnails with rank, score and
-caption; each has a "more like this" button that searches with that image instead of text. Works in
+caption, among the photos of the person chosen in the people dropdown if any (notebook 07); each has a "more
+like this" button that searches with that image instead of text. Works in
 Jupyter Notebook, JupyterLab and VS Code (ipywidgets 8), and can be driven from code, as the tests do.
 
 Example:
@@ -50,6 +51,7 @@ class SearchBox(widgets.VBox):
         more_buttons: one "more like this" `Button` per hit, in the same order.
         after, before, place, camera, text: `Text` filters (date range, place, camera, text in the photo;
             notebook 06); literal: `Checkbox`, search the query's words as they are (no filters read from it).
+        person: `Dropdown` of the named people ("" = anyone; notebook 07), or None when no one is named.
         applied: the filters the last search applied, by name (shown in the output area).
     """
 
@@ -91,15 +93,23 @@ class SearchBox(widgets.VBox):
         for name, hint in hints.items():
             setattr(self, name, widgets.Text(placeholder=hint, description=name, continuous_update=False))
         self.literal = widgets.Checkbox(description="search my words as they are")
+        faces = engine.store.faces.exists()
+        named = sorted({p.name for p in engine.people() if p.name}, key=str.casefold) if faces else []
+        self.person = (
+            widgets.Dropdown(options=[("anyone", ""), *((n, n) for n in named)], description="Person")
+            if named
+            else None
+        )
         filters = [getattr(self, name) for name in hints]
-        for box in [*filters, self.literal]:  # a changed filter runs the last search again
+        people = [self.person] if self.person is not None else []
+        for box in [*filters, self.literal, *people]:  # a changed filter runs the last search again
             box.observe(self._changed, names="value")
         super().__init__(
             [
                 widgets.HBox(controls[:2]),
                 widgets.HBox(controls[2:]),
                 widgets.HBox(filters[:3]),
-                widgets.HBox([*filters[3:], self.literal]),
+                widgets.HBox([*filters[3:], self.literal, *people]),
                 self.output,
                 self.results,
             ]
@@ -107,7 +117,10 @@ class SearchBox(widgets.VBox):
 
     def filters(self) -> Filters:
         """The filters typed in the boxes (raises ValueError, shown as the message, for a date that is not one)."""
-        return Filters(self.after.value, self.before.value, self.place.value, self.camera.value, self.text.value)
+        person = self.person.value if self.person is not None else None
+        return Filters(
+            self.after.value, self.before.value, self.place.value, self.camera.value, self.text.value, person
+        )
 
     @property
     def message(self) -> str:

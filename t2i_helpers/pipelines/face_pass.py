@@ -5,9 +5,10 @@
 
 Faces cost more than an embedding (a detection ~70 ms a photo, ~30 ms a face), so like the OCR pass this is its
 own pass over what is stored: `t2i index FOLDER --faces` embeds the new photos first, then reads the faces of
-every photo of the folder not read yet, and nothing is embedded again. Each batch (its faces and one "read" row
-per photo, even a photo without faces) is stored in one upsert before the next is read, so a run killed part way
-loses at most one batch, and the next run reads only the photos not stored.
+every photo of the folder not read yet, and nothing is embedded again. When a pass found faces, the faces still
+alone in a person are tried again against the people as they are now (`people.rematch`). Each batch (its faces
+and one "read" row per photo, even a photo without faces) is stored in one upsert before the next is read, so a
+run killed part way loses at most one batch, and the next run reads only the photos not stored.
 
 Example:
     >>> find_faces(engine.store, FaceReader(), root="photos/")
@@ -28,25 +29,27 @@ from ..models.faces import FaceReader
 from ..store.face_store import FaceRow, face_id, read_marker
 from ..store.image_store import ImageStore
 from .operators import Skipped
-from .people import People
+from .people import People, rematch
 
 FACE_BATCH = 8  # photos per stored batch: what a run killed part way reads again
 
 
 @dataclass
 class FaceReport:
-    """What a face pass did: photos read, faces found, people new, and the files it could not read."""
+    """What a face pass did: photos read, faces found, people new, faces alone before that joined a person
+    (`people.rematch`), and the files it could not read."""
 
     read: int = 0
     faces: int = 0
     people: int = 0
+    joined: int = 0
     skipped: list[Skipped] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line, e.g. `read the faces of 12 photos (9 faces, 3 new people), skipped 0`."""
+        """One line, e.g. `read the faces of 12 photos (9 faces, 3 new people, 1 alone joined a person), skipped 0`."""
         return (
-            f"read the faces of {self.read} photos ({self.faces} faces, {self.people} new people), "
-            f"skipped {len(self.skipped)}"
+            f"read the faces of {self.read} photos ({self.faces} faces, {self.people} new people, "
+            f"{self.joined} alone joined a person), skipped {len(self.skipped)}"
         )
 
 
@@ -80,6 +83,7 @@ def find_faces(
     known = people.next_id
     try:
         _read_batches(store, reader, rows, people, report, batch_size, progress)
+        report.joined = rematch(store.faces) if report.faces else 0  # faces alone, tried against the grown people
     finally:
         store.faces.flush()  # also after a failure: what was written is sealed
     report.people = people.next_id - known

@@ -4,7 +4,13 @@
                  no other face of its photo took that person; else it starts a new person
     regroup      every face clustered anew (scikit-learn's agglomerative clustering, average linkage, cut at
                  SAME_PERSON): faces of one photo never together, faces named differently never together, faces
-                 named alike together; each group keeps the id and name of the old person it shares most faces with
+                 named alike together, a face taken out of a person never with the faces it was taken from; each
+                 group keeps the id and name of the old person it shares most faces with
+    remove_face  one face taken out of its person: it becomes a person of its own, kept apart (`FaceRow.apart`)
+                 from that person's surest faces in every later regroup and rematch
+    rematch      at the end of each face pass, faces alone in an unnamed person join the nearest other person's
+                 centre within SAME_PERSON (no shared photo, nothing kept apart): as the library grows, a face that
+                 joined no one when it was read is tried again
 
 Photo apps are blamed most for two people merged into one, so every rule here errs towards keeping people apart.
 The faces collection is the only record: a person is the faces that carry its id, its name is on each of them.
@@ -26,7 +32,7 @@ import numpy as np
 
 from ..data.images import ImageError, content_id, decode_bounded, encode_jpeg, read_bytes, shrink
 from ..models.faces import SAME_PERSON
-from ..store.face_store import MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore, PersonError
+from ..store.face_store import MAX_APART, MAX_NAME_BYTES, NO_PERSON, FaceRow, FaceStore, PersonError
 from ..store.image_store import ImageStore
 
 # A distance no two faces have (they are at most 2 apart): pairs that must stay apart. Average linkage joins two
@@ -83,18 +89,29 @@ class People:
 
 
 def list_people(faces: FaceStore) -> list[Person]:
-    """Every person, most photos first (then by id), with the face of the highest score as its picture."""
+    """Every person, most photos first (then by id), with the face of the highest score as its picture.
+
+    Raises:
+        PersonError: no faces were read in this store yet.
+    """
+    faces.require()
     by_person: dict[int, list[FaceRow]] = {}
     for face in faces.faces():
         by_person.setdefault(face.person, []).append(face)
-    found = [
-        Person(pid, rows[0].name, len({r.photo_id for r in rows}), len(rows), max(rows, key=lambda r: r.score))
-        for pid, rows in by_person.items()
-    ]
-    return sorted(found, key=lambda p: (-p.photos, p.id))
+    return sorted((_person(pid, rows) for pid, rows in by_person.items()), key=lambda p: (-p.photos, p.id))
 
 
-def _faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
+def get_person(faces: FaceStore, person: int) -> Person:
+    """One person by id (PersonError if there is none)."""
+    return _person(person, faces_of(faces, person))
+
+
+def _person(person: int, rows: list[FaceRow]) -> Person:
+    return Person(person, rows[0].name, len({r.photo_id for r in rows}), len(rows), max(rows, key=lambda r: r.score))
+
+
+def faces_of(faces: FaceStore, person: int) -> list[FaceRow]:
+    """A person's faces (PersonError if no faces were read, or there is no such person)."""
     faces.require()
     found = faces.faces(f"person == {int(person)}")
     if not found:
@@ -117,7 +134,7 @@ def clean_name(name: str) -> str:
 def name_person(faces: FaceStore, person: int, name: str) -> None:
     """Name a person (or rename it); a name another person has is refused, for a merge is what was meant."""
     name = clean_name(name)
-    rows = _faces_of(faces, person)
+    rows = faces_of(faces, person)
     other = [f for f in faces.faces('name != ""') if f.name.casefold() == name.casefold() and f.person != person]
     if other:
         found = other[0]
@@ -135,17 +152,81 @@ def merge_people(faces: FaceStore, source: int, target: int) -> None:
     """
     if source == target:
         raise PersonError(f"person {source} cannot be merged into itself")
-    moved, kept = _faces_of(faces, source), _faces_of(faces, target)
+    moved, kept = faces_of(faces, source), faces_of(faces, target)
     shared = {r.photo_id for r in moved} & {r.photo_id for r in kept}
     if shared:
         raise PersonError(f"persons {source} and {target} are both in {len(shared)} photo(s): they are two people")
     name = kept[0].name or moved[0].name
-    faces.update({r.id: {"person": target, "name": name} for r in [*moved, *kept]})
+    ids = {r.id for r in [*moved, *kept]}  # the user says they are one: nothing between them is kept apart
+    faces.update(
+        {
+            r.id: {"person": target, "name": name, "apart": tuple(i for i in r.apart if i not in ids)}
+            for r in [*moved, *kept]
+        }
+    )
+
+
+def remove_face(faces: FaceStore, face: int) -> int:
+    """Take one face out of its person: it becomes a new unnamed person, never grouped again with the person's
+    surest faces (up to MAX_APART, kept on the face); the new person's id.
+
+    Raises:
+        PersonError: there is no such face, or it is alone in its person already.
+    """
+    faces.require()
+    found = faces.faces(f"id == {int(face)}")
+    if not found:
+        raise PersonError(f"there is no face {face}: `t2i people faces ID` lists a person's faces")
+    rows = faces.faces(f"person == {found[0].person}")
+    if len(rows) == 1:
+        raise PersonError(f"face {face} is alone in person {found[0].person} already")
+    others = sorted((r for r in rows if r.id != face), key=lambda r: -r.score)[:MAX_APART]
+    new = max((p.id for p in list_people(faces)), default=-1) + 1
+    faces.update({face: {"person": new, "name": "", "apart": tuple(r.id for r in others)}})
+    return new
+
+
+def rematch(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
+    """Let each face alone in an unnamed person join the nearest other person whose centre is within `threshold`,
+    unless they share a photo or are kept apart (see the module's docstring); how many faces joined.
+
+    One matrix product a face alone against every person's centre: singles x people x 128 multiply-adds.
+    """
+    members: dict[int, list[FaceRow]] = {}
+    for row in faces.faces(vectors=True):
+        members.setdefault(row.person, []).append(row)
+    ids = list(members)
+    column = {person: i for i, person in enumerate(ids)}
+    sums = np.stack([np.sum([g.embedding for g in members[p]], axis=0) for p in ids]) if ids else np.zeros((0, 1))
+    joined: dict[int, dict] = {}
+    for alone in [m[0] for m in members.values() if len(m) == 1 and not m[0].name]:
+        if len(members[alone.person]) > 1:  # another face alone joined it meanwhile
+            continue
+        distance = 1 - sums @ alone.embedding / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)
+        for j in np.argsort(distance):
+            group = members[ids[j]]
+            if distance[j] >= threshold:
+                break
+            if ids[j] != alone.person and group and not _kept_apart(alone, group):
+                members[alone.person], sums[column[alone.person]] = [], 0  # gone: its only face moves
+                group.append(alone._replace(person=ids[j], name=group[0].name))
+                sums[j] += alone.embedding
+                joined[alone.id] = {"person": ids[j], "name": group[0].name}
+                break
+    faces.update(joined)
+    return len(joined)
+
+
+def _kept_apart(face: FaceRow, group: list[FaceRow]) -> bool:
+    """Whether `face` may not join `group`: a face of its photo is there, or one it is kept apart from (or that is
+    kept apart from it)."""
+    ids = {g.id for g in group}
+    return any(g.photo_id == face.photo_id or face.id in g.apart for g in group) or not ids.isdisjoint(face.apart)
 
 
 def forget_person(faces: FaceStore, person: int) -> list[FaceRow]:
     """Delete a person's faces and name; the faces deleted. Their photos stay read: the faces are not found again."""
-    rows = _faces_of(faces, person)
+    rows = faces_of(faces, person)
     faces.delete(r.id for r in rows)
     return rows
 
@@ -157,6 +238,7 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     """
     from sklearn.cluster import AgglomerativeClustering
 
+    faces.require()
     rows = faces.faces(vectors=True)
     if len(rows) < 2:
         return len(rows)
@@ -168,6 +250,10 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     both_named = named[:, None] & named[None, :]
     distance[both_named & (name[:, None] == name[None, :])] = 0
     distance[(both_named & (name[:, None] != name[None, :])) | (photo[:, None] == photo[None, :])] = APART
+    where = {r.id: i for i, r in enumerate(rows)}
+    for i, row in enumerate(rows):  # a face taken out of a person, and that person's faces
+        for j in (where[a] for a in row.apart if a in where):
+            distance[i, j] = distance[j, i] = APART
     np.fill_diagonal(distance, 0)
     labels = AgglomerativeClustering(
         n_clusters=None, metric="precomputed", linkage="average", distance_threshold=threshold

@@ -5,6 +5,8 @@
     GET    /images/{id}              the file of an indexed image, and nothing else (?size=thumb: its thumbnail)
     POST   /index?label=             add pictures (multipart field `files`, one or more) under a category
     DELETE /images/{id}              remove an image from the index (and its file, if it was uploaded)
+    GET    /people, /people/{id}/thumbnail, /faces; POST /people/{id}/name, /merge, /faces/{id}/remove; DELETE
+           /people/{id}: who is in the photos (`people_routes.py`)
     GET    /health, GET /stats       liveness (Milvus answers) and what is indexed
     GET    /docs, GET /openapi.json  the OpenAPI description (/docs loads Swagger UI from a CDN)
 
@@ -13,7 +15,8 @@ Errors are JSON `{"detail": "..."}` with a 4xx status for anything the client ca
 `T2I-Query-Notice` header), for k outside 1..max_top_k, an unreadable picture or one over 50 megapixels;
 413 for an upload over the size limit (per file or per request), 415 for a file that is not a JPEG, PNG,
 WebP, GIF, BMP or TIFF picture, 400 for a malformed multipart body or more than `max_files` files, 404 for an
-id that is not indexed or a category with no images, 405 (with `Allow`) for a method a path does not take,
+id that is not indexed, a person that is not there or a category with no images, 409 for a person's name another
+person has or a merge of two people who share a photo, 405 (with `Allow`) for a method a path does not take,
 401 without the API key when the server has one, 400 for a `Host` the server does not answer to, 403 for a
 write sent by another site's page (all three before the body is read: `auth.RequestGuard`). The OpenAPI
 document says all of this, and is checked against the running server with schemathesis. `/images/{id}` serves
@@ -51,6 +54,7 @@ from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
 from .auth import LOOPBACK_HOSTS, RequestGuard
 from .batching import SearchBatcher
+from .people_routes import people_routes
 from .schemas import (
     FILTERS_HEADER,
     NOTICE_HEADER,
@@ -134,7 +138,7 @@ def create_api(
     app.add_middleware(RequestGuard, hosts=hosts, api_key=api_key)  # added last: runs first, before any body
     add_error_handlers(app)
     app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)
-    for routes in (_search_routes, _image_routes, _index_routes, _service_routes):
+    for routes in (_search_routes, _image_routes, _index_routes, people_routes, _service_routes):
         app.include_router(routes(service))
     return app
 

@@ -1,10 +1,11 @@
 """The web app: a Gradio page for text -> image and image -> image search (taught in notebook 04).
 
-A query box, a top-k slider, a category filter, filters by date range, place, camera and text in the photo
-(notebook 06), and a gallery of results with rank, score and caption; upload a picture (or click a result) to see
-"more like this"; the index stats are shown on top, the filters applied beside the results. The app
-makes no outbound connection: analytics and the version check are off, the default theme uses local
-fonts, and it is mounted on our own FastAPI/uvicorn server (no `launch()`, so no share tunnel either).
+A query box, a top-k slider, a category filter, filters by date range, place, camera, text in the photo and person
+(notebooks 06, 07), a strip of the named people's faces (click one: their photos), and a gallery of results with
+rank, score and caption; upload a picture (or click a result) to see "more like this"; the index stats are shown
+on top, the filters applied beside the results. The app makes no outbound connection: analytics and the version
+check are off, the default theme uses local fonts, and it is mounted on our own FastAPI/uvicorn server (no
+`launch()`, so no share tunnel either).
 
 Example:
     >>> demo = create_app(engine)                       # a gr.Blocks
@@ -48,6 +49,21 @@ def gallery_items(engine: SearchEngine, hits: list[Hit]) -> list[tuple[Image.Ima
         (Image.open(io.BytesIO(thumbnail(engine, hit))), f"{rank}. {hit.score:.3f} · {hit.caption} ({hit.label})")
         for rank, hit in enumerate(hits, start=1)
     ]
+
+
+def people_items(engine: SearchEngine) -> list[tuple[Image.Image, str]]:
+    """The named people's faces, each captioned with its name, for the page's strip (most photos first; none until
+    faces were read and someone was named; a face whose photo cannot be read is left out)."""
+    if not engine.store.faces.exists():
+        return []
+    items = []
+    for person in engine.people():
+        if person.name:
+            try:
+                items.append((Image.open(engine.face_thumbnail(person)), person.name))
+            except ImageError:
+                continue
+    return items
 
 
 def applied_markdown(filters: Filters, understood: dict[str, str]) -> str:
@@ -133,11 +149,12 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
         place: str,
         camera: str,
         text: str,
+        person: str,
         event: gr.SelectData,
     ):
         hit = shown[event.index]
         try:
-            chosen = Filters(after, before, place, camera, text)
+            chosen = Filters(after, before, place, camera, text, person)
             hits = engine.search_image(hit.path, int(k), filter_of(category), chosen)
         except (ImageError, ValueError) as err:  # the file was removed after it was indexed, or a bad filter
             return refused(f"cannot search like {hit.path}: {err}")
@@ -145,7 +162,16 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
 
     def refresh():
         choices = [ALL_CATEGORIES, *engine.store.categories()]
-        return stats_markdown(engine), gr.Dropdown(choices=choices, value=ALL_CATEGORIES)
+        faces = people_items(engine)
+        return (
+            stats_markdown(engine),
+            gr.Dropdown(choices=choices, value=ALL_CATEGORIES),
+            gr.Gallery(value=faces, visible=bool(faces)),
+            [name for _, name in faces],
+        )
+
+    def pick_person(names: list[str], event: gr.SelectData) -> str:
+        return names[event.index]
 
     with gr.Blocks(title="t2i · text-to-image search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Text-to-image search\nDescribe a picture, or upload one to find more like it.")
@@ -158,7 +184,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
         with gr.Row():
             k = gr.Slider(1, max_top_k, value=top_k, step=1, label="top k", elem_id="top-k")
             category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Category", elem_id="category")
-        with gr.Accordion("When, where, which camera, words in the photo", open=False):
+        with gr.Accordion("When, where, which camera, words in the photo, who", open=False):
             with gr.Row():
                 after = gr.Textbox(
                     label="Taken on or after", placeholder="YYYY, YYYY-MM or YYYY-MM-DD", elem_id="after"
@@ -167,6 +193,7 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
                 place = gr.Textbox(label="Place", placeholder="city, region or country", elem_id="place")
                 camera = gr.Textbox(label="Camera", placeholder="make or model, e.g. canon", elem_id="camera")
                 text = gr.Textbox(label="Text in photo", placeholder="e.g. gelateria", elem_id="text")
+                person = gr.Textbox(label="Person", placeholder="a name, or several: Anna, Bob", elem_id="person")
             literal = gr.Checkbox(
                 label="Search my words as they are (do not read places, dates or quoted words as filters)",
                 elem_id="literal",
@@ -181,6 +208,16 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
                 elem_id="picture",
             )
             by_picture = gr.Button("Find similar pictures", elem_id="search-image")
+        people = gr.Gallery(
+            label="People (click one to see their photos)",
+            columns=12,
+            height=140,
+            object_fit="contain",
+            allow_preview=False,
+            visible=False,
+            elem_id="people",
+        )
+        names = gr.State([])
         status = gr.Markdown(elem_id="status")
         gallery = gr.Gallery(
             label="Results (click one for more like it)",
@@ -191,11 +228,12 @@ def create_app(engine: SearchEngine, max_top_k: int = 24, max_upload_bytes: int 
             elem_id="results",
         )
         shown = gr.State([])
-        outputs, options = [gallery, status, shown], [k, category, literal, after, before, place, camera, text]
+        outputs, options = [gallery, status, shown], [k, category, literal, after, before, place, camera, text, person]
         gr.on([query.submit, search.click], by_text, [query, *options], outputs)
         gr.on([upload.upload, by_picture.click], by_image, [upload, *options], outputs)
         gallery.select(more_like, [shown, *options], outputs)
-        demo.load(refresh, None, [stats, category])  # every page load: the index may have grown
+        people.select(pick_person, names, person).then(by_text, [query, *options], outputs)
+        demo.load(refresh, None, [stats, category, people, names])  # every page load: the index may have grown
     return demo
 
 

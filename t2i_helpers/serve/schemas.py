@@ -11,12 +11,14 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymilvus.exceptions import MilvusException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ..pipelines.people import Person
 from ..pipelines.search import INVISIBLE, clean_query
+from ..store.face_store import FaceRow
 from ..store.image_store import Hit, StoreError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ SEARCH_HEADERS = {  # what GET /search answers in headers, for the OpenAPI docum
     FILTERS_HEADER: {"description": "the filters applied, as a JSON object", "schema": {"type": "string"}},
     READ_HEADER: {"description": "those of them read from `q`, as a JSON object", "schema": {"type": "string"}},
 }
+# A person's name as the API takes it: no comma, and at least one character `people.clean_name` keeps (escapes only).
+NAME_PATTERN = r"^[^,]*[^,\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^,]*$"
+MAX_PERSON_ID = (1 << 31) - 1  # persons are numbered from 0 up; an exact number in every JSON reader
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -109,6 +114,52 @@ class StatsOut(BaseModel):
     categories: list[str]
 
 
+class PersonOut(BaseModel):
+    """One person whose faces were read (`t2i people`)."""
+
+    id: int = Field(description="the person's id (ids change only by merge, regroup, forget)")
+    name: str = Field(description="the person's name, or empty if unnamed")
+    photos: int = Field(description="how many photos the person is in")
+    faces: int = Field(description="how many faces are the person's")
+    thumbnail_url: str = Field(description="where to GET a small JPEG of the person's surest face")
+
+
+class FaceOut(BaseModel):
+    """One face of a person."""
+
+    id: int = Field(description="the face's id (a 63-bit hash: take it from the JSON text, not a JS number)")
+    photo_id: int = Field(description="the id of the photo it is in")
+    box: list[int] = Field(description="[x, y, width, height] in the upright photo's pixels")
+    score: float = Field(description="how sure the detector was, 0 to 1")
+    image_url: str = Field(description="where to GET the photo")
+
+
+class NameIn(BaseModel):
+    """A person's new name."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="1 to 64 characters, no comma (the `person` filter separates names by commas), not blank",
+    )
+
+
+class MergeIn(BaseModel):
+    """The person another is merged into."""
+
+    model_config = ConfigDict(extra="forbid")
+    into: int = Field(ge=0, le=MAX_PERSON_ID, description="the person who takes the faces (and keeps its name)")
+
+
+class ForgottenOut(BaseModel):
+    """What `DELETE /people/{id}` did."""
+
+    id: int
+    faces: int = Field(description="how many faces (and their embeddings) were deleted; the photos stay")
+
+
 class ErrorOut(BaseModel):
     """Every error response."""
 
@@ -116,9 +167,10 @@ class ErrorOut(BaseModel):
 
 
 _MEANING = {
-    400: "a malformed multipart body, or more files than allowed",
+    400: "a malformed body (multipart or JSON), or more files than allowed",
     401: "the X-API-Key header is missing or wrong",
-    404: "not indexed: an image id, or a category with no images",
+    404: "not found: an image id, a person id or name, or a category with no images",
+    409: "refused: the name is another person's, the two people are in one photo, or the face is alone already",
     413: "an upload over the size limit (per file or per request)",
     415: "a file that is not a JPEG, PNG, WebP, GIF, BMP or TIFF picture",
     422: "a parameter out of its range, or a picture that cannot be decoded",
@@ -140,6 +192,24 @@ def multipart_images(field: str, media_types: list[str]) -> dict:
 def hit_out(hit: Hit) -> HitOut:
     """A `Hit` as the API returns it."""
     return HitOut(**hit._asdict(), image_url=f"/images/{hit.id}", thumbnail_url=f"/images/{hit.id}?size=thumb")
+
+
+def person_out(person: Person) -> PersonOut:
+    """A `Person` as the API returns it."""
+    return PersonOut(
+        id=person.id,
+        name=person.name,
+        photos=person.photos,
+        faces=person.faces,
+        thumbnail_url=f"/people/{person.id}/thumbnail",
+    )
+
+
+def face_out(face: FaceRow) -> FaceOut:
+    """A stored face as the API returns it."""
+    return FaceOut(
+        id=face.id, photo_id=face.photo_id, box=list(face.box), score=face.score, image_url=f"/images/{face.photo_id}"
+    )
 
 
 def add_error_handlers(app: FastAPI) -> None:

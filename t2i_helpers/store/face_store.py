@@ -3,12 +3,14 @@
     <collection>_faces   id (face: hash of photo id and its place in the photo), photo_id, face (false on the one
                          row per photo that says its faces were read, found or not), box [x, y, w, h] in the
                          upright photo's pixels, score, person (-1: none yet), name (the person's, "" if unnamed),
+                         apart (ids of faces it must never share a person with: it was taken out of their person),
                          embedding (SFace, 128-d, unit length; inner product = cosine)
 
 One photo has many faces; each face names its photo and its person, so "Anna's photos" is one query on `name`
 and "who is in this photo" one on `photo_id`. The photos collection is not changed: deleting a photo there
 deletes its faces here (`ImageStore.delete`), and a photo's faces and its "read" row are written in one upsert,
-so a pass cut off reads again only photos whose faces were not stored.
+so a pass cut off reads again only photos whose faces were not stored. A version-1 collection (without `apart`)
+is migrated in place when first used, through a backup collection, as the photos collection is.
 
 Example:
     >>> faces = store.faces                                  # the ImageStore's faces collection
@@ -29,10 +31,11 @@ from pymilvus import DataType, MilvusClient
 
 from .collection import META_PREFIX, StoreError
 
-FACE_SCHEMA_VERSION = 1
+FACE_SCHEMA_VERSION = 2  # 2 added `apart`; version 1 is migrated on first use
 FACE_DIM = 128
 MAX_NAME_BYTES = 256
-FACE_FIELDS = ["id", "photo_id", "box", "score", "person", "name"]  # a face row, but for its vector
+MAX_APART = 16  # faces a face taken out of a person is kept apart from: that person's surest faces
+FACE_FIELDS = ["id", "photo_id", "box", "score", "person", "name", "apart"]  # a face row, but for its vector
 NO_PERSON = -1
 NAMES_MAX_AGE_S = 60.0  # how long `names()` trusts what it read
 
@@ -43,7 +46,8 @@ class PersonError(StoreError, ValueError):
 
 
 class FaceRow(NamedTuple):
-    """One stored face; `face` False marks the row that records a photo as read (box empty, zero vector)."""
+    """One stored face; `face` False marks the row that records a photo as read (box empty, zero vector); `apart`
+    the faces it must never share a person with (`people.remove_face`)."""
 
     id: int
     photo_id: int
@@ -53,6 +57,7 @@ class FaceRow(NamedTuple):
     person: int
     name: str
     embedding: np.ndarray
+    apart: tuple[int, ...] = ()
 
 
 def face_id(photo_id: int, index: int) -> int:
@@ -72,25 +77,65 @@ class FaceStore:
 
     def __init__(self, client: MilvusClient, name: str, scan: Callable[..., list[dict]]) -> None:
         self.client, self.name, self._scan = client, name, scan
+        self._backup = f"{name}__migrating"  # holds the rows while a version-1 collection migrates
         self._exists = False
         self._names: tuple[float, set[str]] | None = None  # (when read, the names given; casefolded)
 
     def exists(self) -> bool:
-        """Whether faces were ever read into this store (the collection exists); checks its record once."""
+        """Whether faces were ever read into this store (the collection exists); checks its record once, and
+        migrates a version-1 collection (or finishes a migration cut off)."""
+        if not self._exists and self.client.has_collection(self._backup):
+            self._migrate()
         if not self._exists and self.client.has_collection(self.name):
-            description = self.client.describe_collection(self.name).get("description", "")
-            found = json.loads(description[len(META_PREFIX) :]) if description.startswith(META_PREFIX) else {}
-            if found.get("faces") != FACE_SCHEMA_VERSION:
+            version = self._version(self.name)
+            if version not in (1, FACE_SCHEMA_VERSION):
                 raise StoreError(
                     f"collection {self.name!r} is not a faces collection this t2i reads; choose another --collection"
                 )
+            if version == 1:
+                self._migrate()
             self._exists = True
         return self._exists
 
+    def _version(self, name: str) -> int | None:
+        description = self.client.describe_collection(name).get("description", "")
+        return json.loads(description[len(META_PREFIX) :]).get("faces") if description.startswith(META_PREFIX) else None
+
+    def _migrate(self) -> None:
+        """Bring a version-1 collection to this schema (`apart` empty): its rows are copied into a backup collection,
+        the collection is made anew and the rows copied back; each step can be cut off and run again."""
+        if not self.client.has_collection(self._backup):
+            self._create(self._backup)
+            self._copy(self.name, self._backup)
+            self.client.drop_collection(self.name)
+        self.client.load_collection(self._backup)
+        if not self.client.has_collection(self.name):
+            self._create(self.name)
+        self._copy(self._backup, self.name)
+        self.client.drop_collection(self._backup)
+        self._exists = True
+
+    def _copy(self, source: str, target: str) -> None:
+        self.client.load_collection(source)
+        has = {f["name"] for f in self.client.describe_collection(source)["fields"]}
+        rows = [
+            to_row(r)
+            for r in self._scan([*(f for f in FACE_FIELDS if f in has), "face", "embedding"], collection=source)
+        ]
+        for lo in range(0, len(rows), 256):
+            self.client.upsert(target, _as_data(rows[lo : lo + 256]))
+        self.client.flush(target)
+        copied = self.client.query(target, filter="", output_fields=["count(*)"])[0]["count(*)"]
+        if copied != len(rows):
+            raise StoreError(f"migrating {source!r} into {target!r} copied {copied} of {len(rows)} faces; run again")
+
     def ensure(self) -> None:
         """Create the collection unless it exists (FLAT index, inner product; Strong consistency)."""
-        if self.exists():
-            return
+        if not self.exists():
+            self._create(self.name)
+            self._exists = True
+
+    def _create(self, name: str) -> None:
         meta = {"faces": FACE_SCHEMA_VERSION, "model": "sface-2021dec", "dim": FACE_DIM}
         schema = MilvusClient.create_schema(
             auto_id=False, enable_dynamic_field=False, description=META_PREFIX + json.dumps(meta)
@@ -102,11 +147,11 @@ class FaceStore:
         schema.add_field("score", DataType.FLOAT)
         schema.add_field("person", DataType.INT64)
         schema.add_field("name", DataType.VARCHAR, max_length=MAX_NAME_BYTES)
+        schema.add_field("apart", DataType.ARRAY, element_type=DataType.INT64, max_capacity=MAX_APART)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=FACE_DIM)
         index = self.client.prepare_index_params()
         index.add_index("embedding", index_type="FLAT", metric_type="IP")
-        self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong")
-        self._exists = True
+        self.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
 
     def require(self) -> None:
         """Refuse, in one sentence, to answer about faces before any were read."""
@@ -117,8 +162,7 @@ class FaceStore:
         """Upsert face rows (and "read" rows) in one call: a photo's faces are stored all or none. Queries see them
         at once (Strong consistency), and a process killed afterwards keeps them (measured on milvus-lite)."""
         if rows:
-            data = [{**r._asdict(), "box": list(r.box), "embedding": np.asarray(r.embedding).tolist()} for r in rows]
-            self.client.upsert(self.name, data)
+            self.client.upsert(self.name, _as_data(rows))
             self._names = None
 
     def flush(self) -> None:
@@ -189,9 +233,18 @@ class FaceStore:
 
     def drop(self) -> None:
         """Drop the collection (with the photos collection's `reset`)."""
-        if self.client.has_collection(self.name):
-            self.client.drop_collection(self.name)
+        for name in (self.name, self._backup):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
         self._exists, self._names = False, None
+
+
+def _as_data(rows: Sequence[FaceRow]) -> list[dict]:
+    """Face rows as Milvus takes them."""
+    return [
+        {**r._asdict(), "box": list(r.box), "apart": list(r.apart), "embedding": np.asarray(r.embedding).tolist()}
+        for r in rows
+    ]
 
 
 def to_row(row: dict) -> FaceRow:
@@ -206,4 +259,5 @@ def to_row(row: dict) -> FaceRow:
         int(row["person"]),
         row["name"],
         vector,
+        tuple(int(v) for v in row.get("apart") or ()),
     )
