@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from ..data.images import ImageError, content_id, decode_bounded, read_bytes
 from ..models.faces import FaceReader
 from ..store.face_store import FaceRow, face_id, read_marker
 from ..store.image_store import ImageStore
+from .ocr_pass import under
 from .operators import Skipped
 from .people import People, rematch
 
@@ -56,11 +56,7 @@ class FaceReport:
 def unread(store: ImageStore, root: str | Path | None = None) -> list[dict]:
     """The stored rows (id, path) whose faces were not read yet, under folder `root` if given, in path order."""
     read = store.faces.read_photos()
-    rows = [r for r in store.scan(["id", "path"]) if int(r["id"]) not in read]
-    if root is not None:
-        prefix = str(Path(root).expanduser().resolve()) + os.sep
-        rows = [r for r in rows if r["path"].startswith(prefix)]
-    return sorted(rows, key=lambda r: r["path"])
+    return under([r for r in store.scan(["id", "path"]) if int(r["id"]) not in read], root)
 
 
 def find_faces(

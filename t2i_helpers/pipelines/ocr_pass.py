@@ -46,7 +46,11 @@ class OcrReport:
 
 def unread(store: ImageStore, root: str | Path | None = None) -> list[dict]:
     """The stored rows (id, path) whose text was not read yet, under folder `root` if given, in path order."""
-    rows = store.scan(["id", "path"], expression="ocr_read == false")
+    return under(store.scan(["id", "path"], expression="ocr_read == false"), root)
+
+
+def under(rows: list[dict], root: str | Path | None) -> list[dict]:
+    """`rows` whose path lies under folder `root` (all of them for None), in path order: what a pass reads."""
     if root is not None:
         prefix = str(Path(root).expanduser().resolve()) + os.sep
         rows = [r for r in rows if r["path"].startswith(prefix)]
