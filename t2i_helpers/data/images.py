@@ -15,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
 import stat
-from collections.abc import Iterable
+import struct
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,19 @@ DECODED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "
 # seconds of CPU. Cameras write 1 scan, libjpeg's progressive mode 10; decoding work is bounded in both terms.
 MAX_JPEG_SCANS = 32
 MAX_SCAN_PIXELS = 1_000_000_000  # scans x pixels: e.g. 10 scans of 100 MP (measured ~4.6 ms per scan-megapixel)
+# A PNG's chunks are walked by Pillow one by one, a million empty ones after the image data cost seconds of CPU:
+# at most this many, or one per PNG_BYTES_PER_CHUNK of the file where that is more (libpng writes 8 KB IDATs).
+MAX_PNG_CHUNKS = 10_000
+PNG_BYTES_PER_CHUNK = 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Decoded pixels held at once by every decode of this process (ingest threads, API uploads, the web page): each
+# decode waits for its share, and one that alone needs more is refused. Pillow keeps RGB and 32-bit pixels in 4
+# bytes, 16-bit gray in 2, 8-bit gray and palettes in 1; 16-bit and float pictures are shrunk before they are
+# turned into 8-bit RGB, never converted whole (a float64 copy of a 49 MP picture was 400 MB).
+DECODE_BUDGET_BYTES = 512 << 20
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"}  # the modes Pillow's `reduce` takes
+WORK_BYTES_PER_PIXEL = 12  # the RGB arrays made from the (shrunk) picture: a float32 or uint16 copy, RGB, upright
 MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
 THUMBNAIL_SIZE = 384  # the longer side of a cached thumbnail
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
@@ -57,6 +73,39 @@ class ImageError(ValueError):
     """An image file that cannot be used; the message is the reason shown to the user."""
 
 
+class DecodeBudget:
+    """The bytes of decoded pixels a process holds at once, shared by every decode in it (see `DECODE_BUDGET_BYTES`).
+
+    Example:
+        >>> with DECODES.hold(400 << 20):   # waits while other decodes hold too much of it
+        ...     pil.load()
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used, self._changed = total, 0, threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, need: int) -> Iterator[None]:
+        """Hold `need` bytes of the budget for the block, waiting for them; ImageError if `need` is over it all."""
+        if need > self.total:
+            raise ImageError(
+                f"decoding it would take {need / 2**20:,.0f} MB, over the {self.total / 2**20:,.0f} MB "
+                "decoding budget (decompression-bomb guard)"
+            )
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + need <= self.total)
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= need
+                self._changed.notify_all()
+
+
+DECODES = DecodeBudget(DECODE_BUDGET_BYTES)  # the one budget of this process
+
+
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Any PIL image or array (gray, RGB, RGBA, 16-bit) as RGB uint8 `[h, w, 3]`; alpha goes onto white.
 
@@ -65,8 +114,9 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         (4, 4, 3)
     """
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            image = Image.fromarray(np.asarray(image, dtype=np.float64) / 257.0)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit and float: 0..65535 -> 0..255
+            wide = np.asarray(image, dtype=np.float32) / np.float32(257)
+            image = Image.fromarray(np.clip(wide, 0, 255, out=wide).astype(np.uint8))  # truncated, as Pillow does
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
         elif image.mode != "RGB":
@@ -121,13 +171,15 @@ def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
     return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None, max_side: int | None = None
+) -> np.ndarray:
     """Decode image bytes to upright RGB uint8 (alpha on white); `decode_photo` without its EXIF."""
-    return decode_photo(data, max_pixels, min_side)[0]
+    return decode_photo(data, max_pixels, min_side, max_side)[0]
 
 
 def decode_photo(
-    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None, max_side: int | None = None
 ) -> tuple[np.ndarray, Image.Exif]:
     """Decode image bytes to upright RGB uint8 (alpha on white), by Pillow, from the formats in `DECODED_FORMATS`,
     with the EXIF Pillow parsed from the header on the way (dates, camera, GPS: `exif.photo_metadata`).
@@ -137,13 +189,16 @@ def decode_photo(
         max_pixels: larger images are refused without being decoded (decompression-bomb guard).
         min_side: the shorter side the caller needs (an encoder's input size); JPEGs are then decoded at the
             smallest DCT scale that still covers it. None decodes at full size.
+        max_side: shrink the result so that its longer side is at most this, before it is converted to 8-bit
+            RGB (a 16-bit or float picture is never converted whole). None keeps its size.
 
     Raises:
-        ImageError: empty, not an image, another format, corrupt, larger than `max_pixels`, or a JPEG with more
-            scans than a photo needs (`check_scans`).
+        ImageError: empty, not an image, another format, corrupt, larger than `max_pixels`, a PNG of more chunks
+            or a JPEG of more scans than a photo needs (`check_chunks`), or over the decoding budget (`DECODES`).
     """
     if not data:
         raise ImageError("empty file")
+    check_chunks(data)
     register_heif()
     try:
         with Image.open(io.BytesIO(data)) as pil:  # reads the header only, until pixels are asked for
@@ -159,8 +214,11 @@ def decode_photo(
                 scale = jpeg_scale(width, height, min_side)
                 if scale > 1:
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
-            pil.load()  # the first frame of an animation; raises OSError on truncated data
-            return upright(to_rgb_array(pil), orientation), exif
+            with DECODES.hold(decoded_bytes(pil.mode, pil.size, max_side)):
+                pil.load()  # the first frame of an animation; raises OSError on truncated data
+                image = upright(to_rgb_array(_reduced(pil, max_side)), orientation)
+                pil.close()  # its pixels go before their share of the budget is given back
+            return (shrink(image, max_side) if max_side else image), exif
     except ImageError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
@@ -169,6 +227,61 @@ def decode_photo(
         if isinstance(err, UnidentifiedImageError) or "cannot identify" in str(err):
             raise ImageError("not an image file or unsupported format") from err
         raise ImageError(f"corrupt or truncated image ({err})") from err
+
+
+def decoded_bytes(mode: str, size: tuple[int, int], max_side: int | None = None) -> int:
+    """The memory a decode takes: Pillow's pixels in `mode` at `size`, and the arrays made from them once
+    reduced to about `max_side` (`_reduced`), in bytes."""
+    width, height = size
+    factor = max(1, max(size) // max_side) if max_side else 1
+    work = -(-width // factor) * -(-height // factor) * WORK_BYTES_PER_PIXEL
+    converted = width * height * 4 if factor > 1 and mode not in _REDUCIBLE and not mode.startswith("I;16") else 0
+    return width * height * _PILLOW_BYTES.get(mode, 4) + work + converted
+
+
+def _reduced(pil: Image.Image, max_side: int | None) -> Image.Image | np.ndarray:
+    """A loaded picture box-reduced by a whole factor to no less than `max_side` px on its longer side, in its own
+    mode (16-bit gray through OpenCV, which Pillow's `reduce` does not take), so that only the reduced picture is
+    converted to 8-bit RGB; as it is where no reduction is needed."""
+    factor = max(pil.size) // max_side if max_side else 1
+    if factor < 2:
+        return pil
+    if pil.mode.startswith("I;16"):  # in strips of ~4 MB: an array of the whole picture would be a second copy
+        width, band, rows = (
+            max(1, round(pil.width / factor)),
+            factor * max(1, (4 << 20) // (pil.width * 2 * factor)),
+            [],
+        )
+        for top in range(0, pil.height, band):
+            strip = np.asarray(pil.crop((0, top, pil.width, min(top + band, pil.height))))
+            rows.append(cv2.resize(strip, (width, max(1, round(len(strip) / factor))), interpolation=cv2.INTER_AREA))
+        return np.concatenate(rows)  # uint16: to_rgb_array divides
+    if pil.mode not in _REDUCIBLE:  # palettes, 1-bit, PA...: a palette keeps its transparency through RGBA
+        transparent = pil.mode == "PA" or "transparency" in pil.info
+        pil = pil.convert("RGBA" if transparent else "RGB")
+    return pil.reduce(factor)
+
+
+def check_chunks(data: bytes) -> None:
+    """Refuse a PNG of more chunks than a picture needs (see `MAX_PNG_CHUNKS`), walking only their headers.
+
+    Raises:
+        ImageError: a PNG with more than `MAX_PNG_CHUNKS` chunks (or one per `PNG_BYTES_PER_CHUNK` bytes).
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return
+    limit, at, chunks = max(MAX_PNG_CHUNKS, len(data) // PNG_BYTES_PER_CHUNK), len(PNG_SIGNATURE), 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        chunks += 1
+        if chunks > limit:
+            raise ImageError(
+                f"a PNG of more than {limit:,} chunks in {len(data):,} bytes is refused: reading it would take "
+                "more work than a picture needs"
+            )
+        if kind == b"IEND":
+            return
+        at += 12 + length
 
 
 def check_scans(data: bytes, pixels: int) -> None:
@@ -194,12 +307,19 @@ def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES, root: str | Path | None = None) -> bytes:
     """A regular file's bytes, at most `max_bytes`, with the reason as an `ImageError` when it cannot be read.
 
     Only regular files are read: a FIFO would block forever and a link to /dev/zero would read until memory
     runs out. The file is opened without blocking and checked on the open descriptor, so it cannot be swapped.
+    With `root`, the file must be inside that folder once links are followed (a caption `a.txt` linking to
+    /etc/passwd is not read; a link to another file inside the folder is): checked before it is opened and
+    again on the open descriptor, where the system shows its path (/proc/self/fd), so no link swapped in
+    between is followed out.
     """
+    inside = None if root is None else os.path.realpath(root)
+    if inside is not None and not _within(os.path.realpath(path), inside):
+        raise ImageError("it links outside the indexed folder")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as err:
@@ -207,6 +327,9 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror or err}") from err
     try:
+        if inside is not None and os.path.exists(opened := f"/proc/self/fd/{fd}"):
+            if not _within(os.readlink(opened), inside):
+                raise ImageError("it links outside the indexed folder")
         kind = os.fstat(fd).st_mode
         if stat.S_ISDIR(kind):
             raise ImageError("unreadable: it is a folder")
@@ -225,6 +348,11 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def _within(path: str, folder: str) -> bool:
+    """Whether resolved `path` is inside resolved `folder`."""
+    return os.path.commonpath([path, folder]) == folder
+
+
 def read_image(path: str | Path, max_side: int | None = None, min_side: int | None = None) -> tuple[int, np.ndarray]:
     """Read and decode one file: (content id, upright RGB uint8 image).
 
@@ -236,8 +364,7 @@ def read_image(path: str | Path, max_side: int | None = None, min_side: int | No
         ImageError: with the reason (not found, unreadable, empty, not an image, corrupt, too large).
     """
     data = read_bytes(path)
-    image = decode_image(data, min_side=min_side)
-    return content_id(data), shrink(image, max_side) if max_side else image
+    return content_id(data), decode_image(data, min_side=min_side, max_side=max_side)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
@@ -290,4 +417,4 @@ class Thumbnails:
         data = read_bytes(source)
         if content_id(data) != image_id:
             raise ImageError("the file changed after it was indexed; index it again")
-        return self.write(image_id, decode_image(data, min_side=self.size))
+        return self.write(image_id, decode_image(data, min_side=self.size, max_side=MAX_SIDE))
