@@ -96,16 +96,12 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def server_config(app, host: str, port: int, header_timeout: float = HEADER_TIMEOUT_S, **options) -> uvicorn.Config:
-    """uvicorn's config for `t2i serve` and `BackgroundServer`: h11 with the header deadline, the idle timeout."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=functools.partial(BoundedH11Protocol, header_timeout=header_timeout),
-        timeout_keep_alive=IDLE_TIMEOUT_S,
-        **options,
-    )
+def timeouts(header_timeout: float = HEADER_TIMEOUT_S) -> dict:
+    """uvicorn's options for `t2i serve` and `BackgroundServer`: h11 with the header deadline, the idle timeout."""
+    return {
+        "http": functools.partial(BoundedH11Protocol, header_timeout=header_timeout),
+        "timeout_keep_alive": IDLE_TIMEOUT_S,
+    }
 
 
 class BackgroundServer:
@@ -124,7 +120,8 @@ class BackgroundServer:
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, header_timeout: float = HEADER_TIMEOUT_S) -> None:
-        config = server_config(app, host, port, header_timeout, log_config=None, log_level="warning", access_log=False)
+        quiet = {"log_config": None, "log_level": "warning", "access_log": False}
+        config = uvicorn.Config(app, host=host, port=port, **quiet, **timeouts(header_timeout))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="t2i-server", daemon=True)
         self.url = ""  # the base URL, e.g. http://127.0.0.1:40123, once started
@@ -280,7 +277,7 @@ def run_serve(args: argparse.Namespace) -> int:
         elif not is_loopback(args.host):
             print("t2i: warning: reachable from other machines, with no API key (--insecure)", file=sys.stderr)
         sys.setswitchinterval(GIL_SWITCH_S)
-        uvicorn.Server(server_config(app, args.host, port, log_level="info", access_log=args.access_log)).run()
+        uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=args.access_log, **timeouts())
     finally:
         engine.close()
     return 0
