@@ -19,9 +19,10 @@ from fastapi import HTTPException
 from PIL import Image
 
 from t2i_helpers.config import Config
+from t2i_helpers.data.bounds import DECODES
 from t2i_helpers.data.datasets import scan_folder
 from t2i_helpers.data.exif import NO_OFFSET, header_metadata, taken_iso
-from t2i_helpers.data.images import DECODES, ImageError, decode_image
+from t2i_helpers.data.images import ImageError, decode_image
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.models.ocr import MAX_BOXES, MAX_SECONDS, OcrError, TextReader
 from t2i_helpers.pipelines.ocr_pass import read_text, unread

@@ -5,7 +5,8 @@ A full 12 MP JPEG decode costs ~60 ms and the model reads 224-336 px, so JPEGs a
 own DCT scaling (1/2, 1/4 or 1/8 of the size, in libjpeg) to the smallest scale that still covers what the
 encoder reads. Every image is turned upright from its EXIF orientation before it is embedded or shown.
 HEIC/HEIF (through pillow-heif) and AVIF (Pillow) are read too. Reading is bounded for hostile files: regular
-files only, a size cap, the format checked before decoding, a pixel limit and a JPEG scan limit (README,
+files only (and files beside a photo only inside its folder), a size cap, the format checked before decoding, a
+pixel limit, and the bounds of `bounds.py`: JPEG scans, PNG chunks, the decoding memory budget (docs/serving.md,
 "Security model").
 
 Example:
@@ -15,15 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
 import os
 import stat
-import struct
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,29 +29,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .bounds import DECODES, REDUCIBLE, ImageError, check_chunks, check_scans, decoded_bytes
+
 ImageLike = Image.Image | np.ndarray
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are skipped, never decoded
 MAX_FILE_BYTES = 256 << 20  # a larger file is refused unread (a 100 MP JPEG is ~40 MB, a 48 MP HEIC ~15 MB)
 # Formats decoded, by the name Pillow gives them; the size checked is the size Pillow decodes. Others (JPEG 2000,
 # PSD, ICO, ...) are refused before decoding: a JP2 may carry a header size its codestream does not keep.
 DECODED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
-# Progressive JPEG "scan bombs": every scan walks every block, so thousands of empty scans in a small file cost
-# seconds of CPU. Cameras write 1 scan, libjpeg's progressive mode 10; decoding work is bounded in both terms.
-MAX_JPEG_SCANS = 32
-MAX_SCAN_PIXELS = 1_000_000_000  # scans x pixels: e.g. 10 scans of 100 MP (measured ~4.6 ms per scan-megapixel)
-# A PNG's chunks are walked by Pillow one by one, a million empty ones after the image data cost seconds of CPU:
-# at most this many, or one per PNG_BYTES_PER_CHUNK of the file where that is more (libpng writes 8 KB IDATs).
-MAX_PNG_CHUNKS = 10_000
-PNG_BYTES_PER_CHUNK = 4096
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Decoded pixels held at once by every decode of this process (ingest threads, API uploads, the web page): each
-# decode waits for its share, and one that alone needs more is refused. Pillow keeps RGB and 32-bit pixels in 4
-# bytes, 16-bit gray in 2, 8-bit gray and palettes in 1; 16-bit and float pictures are shrunk before they are
-# turned into 8-bit RGB, never converted whole (a float64 copy of a 49 MP picture was 400 MB).
-DECODE_BUDGET_BYTES = 512 << 20
-_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
-_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"}  # the modes Pillow's `reduce` takes
-WORK_BYTES_PER_PIXEL = 12  # the RGB arrays made from the (shrunk) picture: a float32 or uint16 copy, RGB, upright
 MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
 THUMBNAIL_SIZE = 384  # the longer side of a cached thumbnail
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
@@ -67,43 +50,6 @@ _UPRIGHT = {
     7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
-
-
-class ImageError(ValueError):
-    """An image file that cannot be used; the message is the reason shown to the user."""
-
-
-class DecodeBudget:
-    """The bytes of decoded pixels a process holds at once, shared by every decode in it (see `DECODE_BUDGET_BYTES`).
-
-    Example:
-        >>> with DECODES.hold(400 << 20):   # waits while other decodes hold too much of it
-        ...     pil.load()
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total, self.used, self._changed = total, 0, threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, need: int) -> Iterator[None]:
-        """Hold `need` bytes of the budget for the block, waiting for them; ImageError if `need` is over it all."""
-        if need > self.total:
-            raise ImageError(
-                f"decoding it would take {need / 2**20:,.0f} MB, over the {self.total / 2**20:,.0f} MB "
-                "decoding budget (decompression-bomb guard)"
-            )
-        with self._changed:
-            self._changed.wait_for(lambda: self.used + need <= self.total)
-            self.used += need
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.used -= need
-                self._changed.notify_all()
-
-
-DECODES = DecodeBudget(DECODE_BUDGET_BYTES)  # the one budget of this process
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
@@ -229,16 +175,6 @@ def decode_photo(
         raise ImageError(f"corrupt or truncated image ({err})") from err
 
 
-def decoded_bytes(mode: str, size: tuple[int, int], max_side: int | None = None) -> int:
-    """The memory a decode takes: Pillow's pixels in `mode` at `size`, and the arrays made from them once
-    reduced to about `max_side` (`_reduced`), in bytes."""
-    width, height = size
-    factor = max(1, max(size) // max_side) if max_side else 1
-    work = -(-width // factor) * -(-height // factor) * WORK_BYTES_PER_PIXEL
-    converted = width * height * 4 if factor > 1 and mode not in _REDUCIBLE and not mode.startswith("I;16") else 0
-    return width * height * _PILLOW_BYTES.get(mode, 4) + work + converted
-
-
 def _reduced(pil: Image.Image, max_side: int | None) -> Image.Image | np.ndarray:
     """A loaded picture box-reduced by a whole factor to no less than `max_side` px on its longer side, in its own
     mode (16-bit gray through OpenCV, which Pillow's `reduce` does not take), so that only the reduced picture is
@@ -256,46 +192,10 @@ def _reduced(pil: Image.Image, max_side: int | None) -> Image.Image | np.ndarray
             strip = np.asarray(pil.crop((0, top, pil.width, min(top + band, pil.height))))
             rows.append(cv2.resize(strip, (width, max(1, round(len(strip) / factor))), interpolation=cv2.INTER_AREA))
         return np.concatenate(rows)  # uint16: to_rgb_array divides
-    if pil.mode not in _REDUCIBLE:  # palettes, 1-bit, PA...: a palette keeps its transparency through RGBA
+    if pil.mode not in REDUCIBLE:  # palettes, 1-bit, PA...: a palette keeps its transparency through RGBA
         transparent = pil.mode == "PA" or "transparency" in pil.info
         pil = pil.convert("RGBA" if transparent else "RGB")
     return pil.reduce(factor)
-
-
-def check_chunks(data: bytes) -> None:
-    """Refuse a PNG of more chunks than a picture needs (see `MAX_PNG_CHUNKS`), walking only their headers.
-
-    Raises:
-        ImageError: a PNG with more than `MAX_PNG_CHUNKS` chunks (or one per `PNG_BYTES_PER_CHUNK` bytes).
-    """
-    if not data.startswith(PNG_SIGNATURE):
-        return
-    limit, at, chunks = max(MAX_PNG_CHUNKS, len(data) // PNG_BYTES_PER_CHUNK), len(PNG_SIGNATURE), 0
-    while at + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, at)
-        chunks += 1
-        if chunks > limit:
-            raise ImageError(
-                f"a PNG of more than {limit:,} chunks in {len(data):,} bytes is refused: reading it would take "
-                "more work than a picture needs"
-            )
-        if kind == b"IEND":
-            return
-        at += 12 + length
-
-
-def check_scans(data: bytes, pixels: int) -> None:
-    """Refuse a JPEG whose scans would cost more decoding than any photo needs (see `MAX_JPEG_SCANS`).
-
-    Raises:
-        ImageError: more than `MAX_JPEG_SCANS` scans, or scans x pixels over `MAX_SCAN_PIXELS`.
-    """
-    scans = data.count(b"\xff\xda")  # start-of-scan markers; 0xFF inside entropy-coded data is stuffed as FF 00
-    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_SCAN_PIXELS:
-        raise ImageError(
-            f"a JPEG with {scans} scans at {pixels:,} pixels is refused: it would take more decoding than a photo "
-            f"needs (at most {MAX_JPEG_SCANS} scans and {MAX_SCAN_PIXELS:,} scan-pixels)"
-        )
 
 
 def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:

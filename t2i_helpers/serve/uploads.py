@@ -20,13 +20,14 @@ from pydantic import WithJsonSchema
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..data.images import MAX_SIDE, ImageError, check_chunks, decode_image
+from ..data.bounds import check_chunks
+from ..data.images import MAX_SIDE, ImageError, decode_image
 
 # What an upload may be: the declared content type and the format Pillow finds must both be in here.
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
                  "BMP": "image/bmp", "TIFF": "image/tiff"}  # fmt: skip
 MULTIPART_OVERHEAD = 64 << 10  # boundaries and part headers, per request
-MAX_UPLOAD_PIXELS = 50_000_000  # an upload is at most 50 MP, however small its file (memory: `images.DECODES`)
+MAX_UPLOAD_PIXELS = 50_000_000  # an upload is at most 50 MP, however small its file (memory: `bounds.DECODES`)
 # An uploaded picture: a file part. Spelled `format: binary` in OpenAPI (3.1 writes it `contentMediaType:
 # application/octet-stream` too), the spelling test tools draw files for; which types: `encoding.contentType`.
 Picture = Annotated[UploadFile, WithJsonSchema({"type": "string", "format": "binary"})]
