@@ -13,9 +13,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import struct
 import threading
 from collections.abc import Iterator
+
+from PIL import Image
 
 # Progressive JPEG "scan bombs": every scan walks every block, so thousands of empty scans in a small file cost
 # seconds of CPU. Cameras write 1 scan, libjpeg's progressive mode 10; decoding work is bounded in both terms.
@@ -33,6 +37,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DECODE_BUDGET_BYTES = 512 << 20
 PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"}  # the modes Pillow's `reduce` takes
+# Pillow allocates a picture's pixels in blocks of this size (16 MB by default). Blocks over glibc's 32 MB ceiling
+# for its sliding mmap threshold are always mapped, so a freed picture goes back to the system: with 16 MB blocks
+# the threads' heaps kept it, and 8 concurrent 50 MP decodes held 1.6 GB although the budget let 2 run at once.
+PILLOW_BLOCK_BYTES = 64 << 20
 WORK_BYTES_PER_PIXEL = 12  # the RGB arrays made from the (shrunk) picture: a float32 or uint16 copy, RGB, upright
 
 
@@ -54,6 +62,7 @@ class DecodeBudget:
     @contextlib.contextmanager
     def hold(self, need: int) -> Iterator[None]:
         """Hold `need` bytes of the budget for the block, waiting for them; ImageError if `need` is over it all."""
+        _give_pixels_back()
         if need > self.total:
             raise ImageError(
                 f"decoding it would take {need / 2**20:,.0f} MB, over the {self.total / 2**20:,.0f} MB "
@@ -68,6 +77,30 @@ class DecodeBudget:
             with self._changed:
                 self.used -= need
                 self._changed.notify_all()
+            _trim()
+
+
+@functools.cache
+def _give_pixels_back() -> None:
+    """Have Pillow allocate pixels in `PILLOW_BLOCK_BYTES` blocks (once, on the first decode)."""
+    Image.core.set_block_size(PILLOW_BLOCK_BYTES)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, where it is glibc (which has `malloc_trim`); None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _trim() -> None:
+    """Give the memory a decode freed back to the system (glibc keeps it in each thread's heap otherwise: the
+    server's idle memory grew by 77 and 202 MB over two rounds of 8 concurrent 50 MP uploads, 43 and 56 with it)."""
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
 
 
 DECODES = DecodeBudget(DECODE_BUDGET_BYTES)  # the one budget of this process

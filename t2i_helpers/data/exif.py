@@ -68,7 +68,8 @@ def header_metadata(source: str | Path | bytes, mtime_ns: int) -> dict:
     register_heif()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
-            exif = pil.getexif()
+            # a PNG without EXIF before its image data: Pillow would decode every pixel to look after them
+            exif = None if pil.format == "PNG" and "exif" not in pil.info else pil.getexif()
     except Exception:  # an unreadable header is a photo without EXIF, not a failed index
         exif = None
     return photo_metadata(exif, mtime_ns)

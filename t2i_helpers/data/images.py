@@ -153,8 +153,6 @@ def decode_photo(
                 raise ImageError(f"{width}x{height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)")
             if pil.format not in DECODED_FORMATS:
                 raise ImageError(f"{pil.format} pictures are not read; convert it to JPEG, PNG or HEIC")
-            exif = pil.getexif()
-            orientation = exif.get(ORIENTATION_TAG, 1)
             if pil.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs of some cameras
                 check_scans(data, width * height)
                 scale = jpeg_scale(width, height, min_side)
@@ -162,7 +160,8 @@ def decode_photo(
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
             with DECODES.hold(decoded_bytes(pil.mode, pil.size, max_side)):
                 pil.load()  # the first frame of an animation; raises OSError on truncated data
-                image = upright(to_rgb_array(_reduced(pil, max_side)), orientation)
+                exif = pil.getexif()  # after the pixels: a PNG's may follow them (Pillow loads them to look)
+                image = upright(to_rgb_array(_reduced(pil, max_side)), exif.get(ORIENTATION_TAG, 1))
                 pil.close()  # its pixels go before their share of the budget is given back
             return (shrink(image, max_side) if max_side else image), exif
     except ImageError:
