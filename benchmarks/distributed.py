@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -43,11 +45,12 @@ from search import make_photos  # benchmarks/search.py: the bundled photos plus 
 
 from t2i_helpers.config import Config
 from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.pipelines import distributed
 from t2i_helpers.pipelines.ingest import ingest
 from t2i_helpers.store.image_store import ImageStore
-from t2i_helpers.store.milvus_server import milvus_server
+from t2i_helpers.store.milvus_server import INSTALL_HINT, milvus_server
 
 SMALL_JOB = 8  # images in the job that measures what a job costs before its images
 BENCH_DIR = Path("data/bench/scaling")
@@ -72,6 +75,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=0, help="index only the first N photos (0: all, or 2,400)")
     parser.add_argument("--scaling", action="store_true", help="Ray on 1 and 2 single-core nodes (see above)")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
+    needs = {"ray": distributed.INSTALL_HINT, "milvus": INSTALL_HINT}  # the distributed and server extras
+    missing = [hint for package, hint in needs.items() if importlib.util.find_spec(package) is None]
+    if missing:  # before anything starts
+        print(f"skipped: {'; '.join(missing)}")
+        return
     if args.scaling:
         BENCH_DIR.mkdir(parents=True, exist_ok=True)
         scaling(args.photos or 2400, cores=[0, 1])
@@ -161,33 +170,134 @@ class Progress:
         return (high[1] - low[1]) / (high[0] - low[0])
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's name and the CPU seconds it has used (user + system), from /proc.
+
+    A Python process is named by its module or script (`python -m pytest` is "pytest"); this process is
+    "this driver", and a process whose ancestors include it is marked "(ours)", to tell them from other work.
+    """
+    tick, parents, found = os.sysconf("SC_CLK_TCK"), {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text, pid = stat.read_text(), int(stat.parent.name)
+            fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ... utime, stime
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            if name.startswith("python"):
+                args = [a.decode(errors="replace") for a in (stat.parent / "cmdline").read_bytes().split(b"\0")[1:]]
+                words = [a for a in args if a and not a.startswith("-")]
+                name = "python -c" if "-c" in args else Path(words[0]).name[:40] if words else name
+            parents[pid] = int(fields[1])
+            found[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    for pid, (name, cpu) in found.items():
+        ancestor, seen = parents.get(pid), 0
+        while ancestor and ancestor != os.getpid() and seen < 64:
+            ancestor, seen = parents.get(ancestor), seen + 1
+        if pid == os.getpid():
+            found[pid] = ("this driver", cpu)
+        elif ancestor == os.getpid():
+            found[pid] = (f"{name} (ours)", cpu)
+    return found
+
+
+@contextlib.contextmanager
+def phase(label: str) -> Iterator[None]:
+    """Print, after the block, what ran meanwhile: the processes (by name) that used the most CPU, as a share of
+    one core over the block's time (processes that started and ended inside it are not seen)."""
+    before, start = cpu_seconds(), time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds, used = time.perf_counter() - start, {}
+        for pid, (name, cpu) in cpu_seconds().items():
+            count, total = used.get(name, (0, 0.0))
+            used[name] = (count + 1, total + cpu - before.get(pid, (name, 0.0))[1])
+        top = sorted(used.items(), key=lambda item: -item[1][1])[:8]
+        shown = [
+            f"{name}{f' x{n}' if n > 1 else ''} {cpu / seconds:.0%}" for name, (n, cpu) in top if cpu > 0.02 * seconds
+        ]
+        print(f"    CPU during {label} ({seconds:.1f} s; 100% = one core): {', '.join(shown)}", flush=True)
+
+
+def processes() -> dict[int, int]:
+    """Every living (not zombie) process with its parent, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, ...
+            if fields[0] != "Z":
+                parents[int(stat.parent.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Every living process whose ancestors include `pid` (this process by default)."""
+    parents, found, frontier = processes(), set(), {pid or os.getpid()}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def descendants_of(pids: set[int]) -> set[int]:
+    """Every living process whose ancestors include one of `pids`, but for this process."""
+    return set().union(*(descendants(pid) for pid in pids - {os.getpid()}))
+
+
+def pin(pids: set[int], core: int) -> None:
+    """Every thread of `pids` onto `core`; what they start later inherits it (a thread's mask is copied on fork)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+                os.sched_setaffinity(int(task.name), {core})
+
+
+def stop(pids: set[int], grace_s: float = 15.0) -> None:
+    """Wait up to `grace_s` for `pids` to exit, then SIGKILL those left (workers a stopped raylet leaves behind)."""
+    deadline = time.monotonic() + grace_s
+    while (left := pids & processes().keys()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def ray_nodes(cores: list[int]) -> Iterator[str]:
     """A Ray cluster on 127.0.0.1: a head without CPUs, then one node of 1 CPU per core, its processes pinned there.
 
-    Each node is what `ray start --num-cpus 1` starts (a raylet with its object store, its workers forked from
-    it), started here through `ray.cluster_utils.Cluster` (as the tests do: it binds to 127.0.0.1, where `ray
-    start` on this Ray would join only over the machine's address) while this process is pinned to the node's
-    core with `os.sched_setaffinity`: the raylet inherits the pinning, and every worker it forks inherits it from
-    the raylet. The whole cluster is stopped at the end.
+    Each node is what `ray start --num-cpus 1` starts (a raylet with its object store, its agents, its workers
+    forked from it), started here through `ray.cluster_utils.Cluster` (as the tests do: it binds to 127.0.0.1,
+    where `ray start` on this Ray would join only over the machine's address). A node starts on every core, and
+    once it is up every thread of every process it started is pinned to its core (`pin`): the workers its raylet
+    forks later inherit that. Started pinned, the raylet, its two Python agents and the log monitor shared one
+    core with whatever else ran there (the embedding actor of the cluster before, still exiting; the head's
+    agents, still starting; other work), and Ray gives a raylet a fixed 30 s to register: "The current node timed
+    out during startup" (docs/distributed.md). The whole cluster is stopped at the end, and every process it
+    started is gone before this returns, whatever failed.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray's first import: loopback
     os.environ.setdefault("RAY_num_workers_soft_limit", str(distributed.IDLE_WORKERS))  # as deploy/kubernetes
     from ray.cluster_utils import Cluster
 
     loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 400 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False})
-    own = os.sched_getaffinity(0)
+    before, cluster = descendants(), None  # the Milvus server is one of ours already: never stopped here
     try:
+        with phase("the Ray head's start"):
+            cluster = Cluster(
+                initialize_head=True, head_node_args={**loopback, "num_cpus": 0, "include_dashboard": False}
+            )
         for core in cores:
-            os.sched_setaffinity(0, {core})
-            try:
+            started = descendants()
+            with phase(f"the start of the node for core {core} (on every core, then pinned)"):
                 cluster.add_node(**loopback, num_cpus=1)
-            finally:
-                os.sched_setaffinity(0, own)
+            pin(descendants() - descendants_of(started) - started, core)  # the node's, not the head's new workers
         yield cluster.address
     finally:
-        cluster.shutdown()
+        ours = descendants() - before  # before the raylets stop: their workers are orphaned then, no longer ours
+        if cluster is not None:
+            cluster.shutdown()
+        stop(ours)
 
 
 def wait_for_cpus(cpus: int, timeout_s: float = 60) -> None:
@@ -212,7 +322,7 @@ def scaling(photos: int, cores: list[int]) -> None:
         driver_cores = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {cores[0]})  # the local ingest on the first node's core, and nothing else
         try:
-            with Progress(uri, "scale_local") as progress:
+            with phase("the local ingest"), Progress(uri, "scale_local") as progress:
                 report, _ = timed_ingest("local", rows, encoder, uri, "scale_local")
         finally:
             os.sched_setaffinity(0, driver_cores)
@@ -222,11 +332,13 @@ def scaling(photos: int, cores: list[int]) -> None:
             f"steady {rates['local']:.1f} images/s"
         )
         for count in (1, len(cores)):
+            with phase("the 3 s before the Ray cluster starts"):
+                time.sleep(3)
             with ray_nodes(cores[:count]) as address, distributed.ray_session(address):
                 wait_for_cpus(count)
                 plan = distributed.cluster_plan()
                 name = f"scale_ray_{count}"
-                with Progress(uri, name) as progress:
+                with phase(f"the Ray ingest on {count} node(s)"), Progress(uri, name) as progress:
                     report, _ = timed_ingest("ray", rows, encoder, uri, name, ray_address=address)
                 rates[count] = progress.steady_rate(total - len(report.skipped))
                 print(

@@ -32,6 +32,7 @@ from t2i_helpers.data.images import read_image
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.finetune import caption_recall
 from t2i_helpers.models.conse import ConSEEncoder
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.store.image_store import ImageStore
 
 
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=Config().batch_size)
     parser.add_argument("--rounds", type=int, default=2, help="ONNX fp32 and int8 ceilings measured in turns")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     rows = load_bundled()
     rows = rows.head(args.images) if args.images else rows

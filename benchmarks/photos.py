@@ -44,6 +44,7 @@ from t2i_helpers.data.images import MAX_SIDE, ORIENTATION_TAG, decode_image, rea
 from t2i_helpers.data.library import CAMERA, CITIES, PHONE, photo_exif
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.finetune import caption_recall
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.pipelines import operators
 
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--heic", type=int, default=10, help="how many of them are HEIC (default 10)")
     parser.add_argument("--skip-quality", action="store_true", help="skip the reduced-decode R@10 check")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     rows = load_bundled()
     encoder = load_encoder()

@@ -35,6 +35,7 @@ from PIL import Image
 from t2i_helpers.config import Config
 from t2i_helpers.data.library import generate_library
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.ocr import TextReader
 from t2i_helpers.store.filters import Filters, text_key
 
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=320, help="photos in the library (default 320)")
     parser.add_argument("--texts", type=int, default=48, help="how many show printed text (default 48)")
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     folder, truth = library(args.photos, args.texts)
     words = sum(len(w.split()) for w in truth.words)

@@ -39,6 +39,7 @@ from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.ann import latency_ms
 from t2i_helpers.measure.finetune import caption_recall
 from t2i_helpers.models.conse import ConSEEncoder
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
 from t2i_helpers.pipelines.operators import pipe
 from t2i_helpers.pipelines.search import prepare_query
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", "--top-k", type=int, default=10)
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
 
     bundled = load_bundled()
     fast = load_encoder()  # the default: int8 image and text towers

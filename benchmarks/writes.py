@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from t2i_helpers.config import Config
+from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import l2_normalize
 from t2i_helpers.store.image_store import ImageStore
-from t2i_helpers.store.milvus_server import milvus_server, server_storage
+from t2i_helpers.store.milvus_server import INSTALL_HINT, milvus_server, server_available, server_storage
 
 DIM = 384
 BATCHES = [32, 256, 2048]  # rows per upsert: the ingest's batch, and larger ones
@@ -108,6 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args()
+    print(describe(), flush=True)  # first: which CPU the figures below come from
+    if not server_available():  # before anything starts
+        print(f"skipped: the writes go into a Milvus server, which needs {INSTALL_HINT}")
+        return
     rows, vectors = make_rows(args.rows)
     rates = {}
     with milvus_server() as uri:

@@ -28,6 +28,7 @@ def _store_options(parser: argparse.ArgumentParser, encoder_help: str | None = N
 
 
 _RECORDED = "encoder name (default: the one the collection was built with)"
+PEOPLE_ACTIONS = {"list": "", "name": "ID NAME", "merge": "ID INTO_ID", "forget": "ID", "regroup": ""}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--ocr", action="store_true", help="also read the words in each photo that has none read yet (resumable)"
     )
+    index.add_argument(
+        "--faces", action="store_true", help="also find and group the faces in each photo not read yet (resumable)"
+    )
     _store_options(index)
 
     search = commands.add_parser("search", help="search the index with a text query, or with a picture (--image)")
@@ -72,11 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--place", help="taken in this city, region or country")
     search.add_argument("--camera", help="taken with this camera make or model")
     search.add_argument("--text", metavar="WORDS", help="with these words written in the photo")
+    search.add_argument(
+        "--person", metavar="NAME", action="append", help="with this person in it (again: with all of them)"
+    )
     search.add_argument("--json", action="store_true", help="one JSON object per hit")
     search.add_argument(
         "--literal", action="store_true", help="do not read places, dates or quoted words in QUERY as filters"
     )
     _store_options(search, _RECORDED)
+
+    people = commands.add_parser("people", help="list the people found in the photos; name, merge, forget them")
+    people.add_argument(
+        "action",
+        nargs="?",
+        choices=list(PEOPLE_ACTIONS),
+        default="list",
+        help="name ID NAME; merge ID INTO_ID (one person); forget ID (its faces and name); regroup (names kept)",
+    )
+    people.add_argument("values", nargs="*", metavar="ARG", help="the action's ID(s) and NAME")
+    people.add_argument("--json", action="store_true", help="one JSON object per person")
+    _store_options(people, _RECORDED)
 
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info, _RECORDED)
@@ -98,7 +117,8 @@ def _search(engine, args: argparse.Namespace) -> None:
     from .data.images import ImageError
     from .store.filters import Filters
 
-    filters = Filters(after=args.after, before=args.before, place=args.place, camera=args.camera, text=args.text)
+    person = ", ".join(args.person) if args.person else None
+    filters = Filters(args.after, args.before, args.place, args.camera, args.text, person)
     if args.image is not None:
         try:
             hits = engine.search_image(args.image, args.top_k, args.category, filters)
@@ -116,8 +136,36 @@ def _search(engine, args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps({"rank": rank, **hit._asdict()}, ensure_ascii=False))
         else:
-            about = ", ".join(x for x in (hit.taken_at, hit.place, hit.camera) if x)
+            about = ", ".join(x for x in (hit.when(), hit.place, hit.camera) if x)
             print(f"{rank:>3}  {hit.score:.3f}  {hit.path}  {hit.caption}" + (f"  ({about})" if about else ""))
+
+
+def _people(engine, args: argparse.Namespace) -> None:
+    """`t2i people`: list them (id, name, photos, a face's thumbnail), or name, merge, forget, regroup."""
+    from .data.images import ImageError
+
+    values = args.values
+    if args.action == "name":
+        engine.name_person(int(values[0]), values[1])
+        print(f"person {values[0]} is {values[1]!r}")
+    elif args.action == "merge":
+        engine.merge_people(int(values[0]), int(values[1]))
+        print(f"person {values[0]} merged into {values[1]}")
+    elif args.action == "forget":
+        print(f"forgot person {values[0]}: {engine.forget_person(int(values[0]))} faces deleted")
+    elif args.action == "regroup":
+        print(f"{engine.regroup_people()} people")
+    else:
+        for person in engine.people():
+            try:
+                thumbnail = str(engine.face_thumbnail(person))
+            except ImageError:
+                thumbnail = ""
+            shown = {"id": person.id, "name": person.name, "photos": person.photos, "faces": person.faces}
+            if args.json:
+                print(json.dumps({**shown, "thumbnail": thumbnail}, ensure_ascii=False))
+            else:
+                print(f"{person.id:>5}  {person.name or '-':<20}  {person.photos:>5} photos  {thumbnail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "search" and args.query is not None and args.image is not None:
         parser.error("search takes a text query or --image PATH (one of them)")
+    if args.command == "people":
+        wanted = PEOPLE_ACTIONS[args.action].split()
+        ids = [v for v, w in zip(args.values, wanted) if w.endswith("ID")]
+        if len(args.values) != len(wanted) or not all(v.lstrip("-").isdigit() for v in ids):
+            takes = PEOPLE_ACTIONS[args.action] or "nothing more"
+            parser.error(f"people {args.action} takes {takes} (IDs are numbers)")
     if args.command == "index" and args.ray_address and args.engine != "ray":
         parser.error("--ray-address is for --engine ray")
     if args.command == "eval":
@@ -165,10 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for skipped in read.skipped:
                     print(f"text not read in {skipped.path}: {skipped.reason}", file=sys.stderr)
                 print(read.summary(), file=sys.stderr)
+            if args.faces:
+                found = engine.read_faces(source)
+                for skipped in found.skipped:
+                    print(f"faces not read in {skipped.path}: {skipped.reason}", file=sys.stderr)
+                print(found.summary(), file=sys.stderr)
             print(f"{report.summary()}; {report.throughput()}")
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _search(engine, args)
+        elif args.command == "people":
+            engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
+            _people(engine, args)
         else:
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             for key, value in engine.info().items():

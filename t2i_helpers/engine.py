@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -23,14 +24,17 @@ from .config import DEFAULT_COLLECTION, Config
 from .data.datasets import load_source
 from .data.images import MAX_SIDE, ImageLike, Thumbnails, read_image
 from .models.encoders import Encoder, load_encoder
+from .pipelines.face_pass import FaceReport, find_faces
 from .pipelines.hybrid import hybrid_search, keyword_search
 from .pipelines.ingest import ingest
 from .pipelines.ocr_pass import OcrReport, read_text
 from .pipelines.operators import IngestReport, run_pipeline
+from .pipelines.people import Person, face_thumbnail, forget_person, list_people, merge_people, name_person, regroup
 from .pipelines.search import Query, QueryCache, clean_query, prepare_query, search_pipeline
-from .pipelines.understand import understand
+from .pipelines.understand import stored_place, understand
+from .store.connection import read_meta
 from .store.filters import Filters
-from .store.image_store import Hit, ImageStore, StoreError, read_meta
+from .store.image_store import Hit, ImageStore, StoreError
 
 
 class NoIndexError(StoreError):
@@ -172,9 +176,43 @@ class SearchEngine:
         nothing is embedded again, and a run cut off is finished by running it again (`ocr_pass.read_text`)."""
         from .models.ocr import read_texts  # loads RapidOCR's models: only for an OCR pass
 
-        root = None if source is None else Path(source).expanduser()
-        root = root if root is None or root.is_dir() else root.parent
-        return read_text(self.store, read_texts, root, progress=progress)
+        return read_text(self.store, read_texts, folder_of(source), progress=progress)
+
+    def read_faces(self, source: str | Path | None = None, progress: bool = True) -> FaceReport:
+        """Find, embed and group the faces in every stored photo (of folder or CSV `source`) not read yet
+        (notebook 07); nothing is embedded again, and a run cut off is finished by running it again."""
+        from .models.faces import default_reader  # loads YuNet and SFace: only for a face pass
+
+        return find_faces(self.store, default_reader(), folder_of(source), progress=progress)
+
+    def people(self) -> list[Person]:
+        """Every person whose faces were read, most photos first (`people.list_people`, notebook 07)."""
+        self.store.faces.require()
+        return list_people(self.store.faces)
+
+    def face_thumbnail(self, person: Person) -> Path:
+        """A small JPEG of a person's surest face, made on first use under the thumbnail folder's `faces/`."""
+        return face_thumbnail(self.store, person.face, self.thumbnails.face_path(person.face.photo_id, person.face.id))
+
+    def name_person(self, person: int, name: str) -> None:
+        """Name a person; `t2i search --person NAME` then finds its photos."""
+        name_person(self.store.faces, person, name)
+
+    def merge_people(self, source: int, target: int) -> None:
+        """Make two persons one: `source`'s faces go to `target`."""
+        merge_people(self.store.faces, source, target)
+
+    def forget_person(self, person: int) -> int:
+        """Delete a person's faces, their cached crops and its name (the photos stay); how many faces."""
+        forgotten = forget_person(self.store.faces, person)
+        for face in forgotten:
+            self.thumbnails.face_path(face.photo_id, face.id).unlink(missing_ok=True)
+        return len(forgotten)
+
+    def regroup_people(self) -> int:
+        """Group every face into people anew, names kept (`people.regroup`); how many people."""
+        self.store.faces.require()
+        return regroup(self.store.faces)
 
     def prepare_query(self, text: str) -> Query:
         """The cleaned query as the encoder will read it, with a notice if it was shortened."""
@@ -202,9 +240,10 @@ class SearchEngine:
         category: str | None = None,
         filters: Filters | None = None,
     ) -> list[list[Hit]]:
-        """The best images for each of `queries`: one encoder call and one Milvus search for them all.
+        """The best images for each of `queries`: one Milvus search for them all.
 
-        Each query's hits are the same as `search` would return for it alone (notebook 04's batching server).
+        Each query's hits, ids and scores, are those `search` returns for it alone (notebook 04's batching server):
+        each text is embedded alone (`QueryCache.embed`), and equal scores come by id (`ImageStore.search`).
         """
         texts = [q.text if isinstance(q, Query) else self.prepare_query(q).text for q in queries]
         self._check_open()  # before Towhee: a closed store would fail deep inside the pipeline
@@ -226,9 +265,10 @@ class SearchEngine:
 
         `search` runs the text search, `self.search` by default (the API passes its batcher's, notebook 04).
 
-        Unless `literal`, a stored place, a year or month and "quoted words" in the query are read as filters
-        (`understand`); `filters` given win over those read. With text left, the photos are ranked by meaning;
-        with only a text filter, by how well their text matches (BM25, where the deployment has it); with only
+        Unless `literal`, a stored place, a year or month, "quoted words" and a named person in the query are read
+        as filters (`understand`); `filters` given win over those read. A place named in another language is the
+        stored place it names ("Lissabon": Lisbon). With text left, the photos are ranked by meaning; with only a
+        text filter, by how well their text matches (BM25, where the deployment has it); with only
         other filters (and after those ranked, for text found only inside run-together words), newest first.
 
         Raises:
@@ -237,8 +277,11 @@ class SearchEngine:
         filters, top_k, notice = filters or Filters(), top_k or self.config.top_k, None
         text = clean_query(query) if query is not None and query.strip() else ""
         understood: dict[str, str] = {}
+        if filters.place:  # "--place Lissabon": the stored place it names
+            named = stored_place(filters.place, self.store.places())
+            filters = dataclasses.replace(filters, place=named or filters.place)
         if text and not literal:
-            read = understand(text, self.store.places())
+            read = understand(text, self.store.places(), self.store.faces.names())
             understood = {k: v for k, v in read.filters.applied().items() if k not in filters.applied()}
             text, filters = read.text, filters.merged(read.filters)
         if text:
@@ -329,3 +372,9 @@ class SearchEngine:
         if not self.closed:
             self._store.close()
             self.closed = True
+
+
+def folder_of(source: str | Path | None) -> Path | None:
+    """The folder a pass over stored photos covers: `source` itself, or a CSV's folder (None: every photo)."""
+    root = None if source is None else Path(source).expanduser()
+    return root if root is None or root.is_dir() else root.parent

@@ -66,7 +66,7 @@ def test_search_returns_ranked_hits_and_their_images(api, engine):
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     hits = response.json()
     fields = {"id", "score", "path", "caption", "label", "image_url", "thumbnail_url"}
-    assert len(hits) == 5 and set(hits[0]) == fields | {"taken_at", "place", "camera", "text"}  # issue 23
+    assert len(hits) == 5 and set(hits[0]) == fields | {"taken_at", "taken_from", "place", "camera", "text"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert [h["id"] for h in hits] == [h.id for h in engine.search("a fire truck", top_k=5)]
     assert hits[0]["path"].endswith("/vehicles/emergency/firetruck.png")

@@ -1,4 +1,4 @@
-"""Serving many searches at once: batched searches, the query cache and the int8 text tower (issue 26)."""
+"""Serving many searches at once: batched searches, the query cache and the int8 text tower (issues 26, 37)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import threading
 import numpy as np
 import pytest
 
+from t2i_helpers.config import Config
+from t2i_helpers.engine import SearchEngine
+from t2i_helpers.models.encoders import l2_normalize
 from t2i_helpers.pipelines.search import QueryCache
 from t2i_helpers.serve.batching import SearchBatcher
 from t2i_helpers.store.filters import Filters
+from t2i_helpers.store.image_store import ImageStore
 
 
 def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bundled):
@@ -27,6 +31,43 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(engine, bund
     assert all(h.label == "animals" for (_, _, c), hits in zip(requests, results) if c for h in hits)
     assert max(batcher.batch_sizes) > 1 and max(batcher.batch_sizes) <= 16  # batched, never past the bound
     assert sum(size * n for size, n in batcher.batch_sizes.items()) == len(requests)
+
+
+def test_batches_of_any_size_answer_exactly_as_single_searches(engine, bundled):
+    """Each query's hits, ids and scores to the last bit, alone and in batches of 1, 2, 3, 7, 8 and 19, on the
+    real encoder: a text embedded in a padded batch differs from itself alone in the last bits (issue 37)."""
+    uncached = SearchEngine(engine.config.with_(query_cache=0), engine.encoder, engine.store)  # every text embedded
+    queries = list(dict.fromkeys(bundled.caption))[:38]
+    alone = [uncached.search(q, top_k=10) for q in queries]
+    order = np.random.default_rng(0).permutation(len(queries))
+    for size in (1, 2, 3, 7, 8, 19):
+        for start in range(0, len(queries), size):
+            chunk = order[start : start + size]
+            assert uncached.search_many([queries[i] for i in chunk], top_k=10) == [alone[i] for i in chunk], size
+
+
+def test_hits_of_equal_score_come_by_id_also_across_the_cut(tmp_path, encoder):
+    """Twelve photos with the same vector (say, one picture saved twice with different headers): whatever order
+    Milvus returns them in, they come by id, and a cut at k inside them keeps the lowest ids, alone or batched."""
+    store = ImageStore.open(Config(uri=str(tmp_path / "ties.db")), encoder)
+    try:
+        rng = np.random.default_rng(1)
+        ids = [int(i) for i in rng.choice(1 << 40, size=42, replace=False)]  # 12 tied, 30 others, in no order
+        same = l2_normalize(rng.standard_normal(encoder.dim))
+        vectors = np.vstack([np.tile(same, (12, 1)), l2_normalize(rng.standard_normal((30, encoder.dim)))])
+        store.insert([{"id": i, "path": f"/photos/{i}.png", "label": "", "caption": ""} for i in ids], vectors)
+        store.flush()
+        near = l2_normalize(same + 0.3 * l2_normalize(rng.standard_normal(encoder.dim)))  # the tied ones first
+        queries = np.vstack([same, near, l2_normalize(rng.standard_normal(encoder.dim))])
+        tied = sorted(ids[:12])
+        for top_k in (5, 12, 20):
+            alone = [store.search(query[None, :], top_k)[0] for query in queries]
+            assert store.search(queries, top_k) == alone
+            for hits in alone[:2]:
+                assert [h.id for h in hits][: min(top_k, 12)] == tied[:top_k]
+                assert len({h.score for h in hits[: min(top_k, 12)]}) == 1
+    finally:
+        store.close()
 
 
 def test_filters_are_kept_per_request_inside_a_batch(engine):

@@ -37,7 +37,8 @@ from t2i_helpers.measure.queries import ENSEMBLE_TEMPLATES, caption_queries, loa
 from t2i_helpers.measure.search_modes import compare_search_modes
 from t2i_helpers.pipelines.hybrid import hybrid_search, keyword_search
 from t2i_helpers.store.collection import META_PREFIX, add_photo_fields
-from t2i_helpers.store.image_store import ImageStore, StoreError, read_meta
+from t2i_helpers.store.connection import read_meta
+from t2i_helpers.store.image_store import ImageStore, StoreError
 from t2i_helpers.store.keywords import KEYWORD_FIELD, path_keywords
 
 from .test_reindex import _version_1_collection

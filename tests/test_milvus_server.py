@@ -6,6 +6,7 @@ The server comes from the `server` extra (`pip install -e ".[server]"`); without
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from pymilvus import MilvusClient
@@ -15,6 +16,8 @@ from t2i_helpers.engine import NoIndexError, SearchEngine
 from t2i_helpers.serve.api import create_api
 from t2i_helpers.serve.server import BackgroundServer
 from t2i_helpers.store.collection import EncoderMismatchError
+from t2i_helpers.store.face_store import FACE_DIM, FaceRow, face_id, read_marker
+from t2i_helpers.store.filters import Filters
 from t2i_helpers.store.image_store import ImageStore
 from t2i_helpers.store.milvus_server import server_available
 
@@ -97,7 +100,8 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, en
     from t2i_helpers.explore.duplicates import near_duplicates, radius_check
     from t2i_helpers.explore.questions import stored_images
     from t2i_helpers.pipelines.hybrid import keyword_search
-    from t2i_helpers.store.image_store import StoreError, read_meta
+    from t2i_helpers.store.connection import read_meta
+    from t2i_helpers.store.image_store import StoreError
     from t2i_helpers.store.keywords import keyword_support
 
     config = Config(uri=milvus_uri, collection="server_hybrid")
@@ -120,3 +124,29 @@ def test_hybrid_search_on_a_2_3_server_is_refused_in_one_sentence(milvus_uri, en
         assert (near_duplicates(engine.store, images, threshold=0.95).similarity > 0.95).all()
     finally:
         engine.close()
+
+
+def test_the_faces_collection_on_a_server(milvus_uri):
+    """Faces beside photos on Milvus 2.3 (hand-made rows: no face model needed): the box array, a person's photos
+    in one query, a photo's deletion taking its faces with it."""
+    store = ImageStore(Config(uri=milvus_uri, collection="server_faces"), "test", 4, reset=True)
+    try:
+        store.insert([{"id": i, "path": f"/photos/{i}.jpg"} for i in (1, 2)], np.eye(4, dtype=np.float32)[:2])
+        store.faces.ensure()
+        unit = np.eye(FACE_DIM, dtype=np.float32)
+        store.faces.write(
+            [
+                FaceRow(face_id(1, 0), 1, True, (1, 2, 30, 40), 0.9, 0, "Anna", unit[0]),
+                FaceRow(face_id(2, 0), 2, True, (5, 6, 50, 60), 0.9, 0, "Anna", unit[1]),
+                FaceRow(face_id(2, 1), 2, True, (70, 6, 50, 60), 0.8, 1, "Bob", unit[2]),
+                read_marker(1),
+                read_marker(2),
+            ]
+        )
+        assert store.faces.photos_of(["anna"]) == {1, 2} and store.faces.photos_of(["Anna", "Bob"]) == {2}
+        assert [h.id for h in store.newest(5, filters=Filters(person="Bob"))] == [2]
+        store.delete([2])
+        assert store.faces.read_photos() == {1}
+        assert [(f.photo_id, f.box, f.name) for f in store.faces.faces()] == [(1, (1, 2, 30, 40), "Anna")]
+    finally:
+        store.close()

@@ -3,6 +3,7 @@ exercises left unsolved (each says "not attempted" and the notebook goes on)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -29,3 +30,28 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     for cell in checks:
         printed = "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
         assert "not attempted" in printed, cell.source
+    warned = [out.text for cell in notebook.cells for out in getattr(cell, "outputs", [])
+              if out.output_type == "stream" and out.name == "stderr" and "Warning" in out.text]  # fmt: skip
+    assert not warned, f"{path.name} shows raw warnings: {warned[0][:300]}"
+    check_claims(path.stem, notebook)
+
+
+def check_claims(stem: str, notebook) -> None:
+    """A sentence a notebook prints about its own results holds for the numbers it printed beside it."""
+    printed = "".join(out.get("text", "") for cell in notebook.cells for out in getattr(cell, "outputs", [])
+                      if out.output_type == "stream")  # fmt: skip
+    if stem.startswith("06"):
+        speed = re.search(r"TextReader reads ([\d.]+)x the photos per second of the defaults", printed)
+        assert speed and float(speed[1]) > 0
+        fused = re.findall(
+            r"(.+): R@1 vector ([\d.]+), BM25 ([\d.]+), fused ([\d.]+) \(fused (beats|does not beat)", printed
+        )
+        assert {kind for kind, *_ in fused} == {"text only", "pixels only", "both"}
+        for _, vector, bm25, both, said in fused:
+            assert (said == "beats") == (float(both) > max(float(vector), float(bm25)))
+        cost = r"rows: selective x([\d.]+), broad x([\d.]+) the unfiltered median; cheapest: (\w+)"
+        costs = re.findall(cost, printed)
+        assert len(costs) >= 2  # milvus-lite at two sizes (and the server's, where installed)
+        for selective, broad, cheapest in costs:
+            ratios = {"none": 1.0, "selective": float(selective), "broad": float(broad)}
+            assert ratios[cheapest] <= min(ratios.values()) + 0.005  # printed to 2 decimals

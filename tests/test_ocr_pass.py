@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 UNREAD = """
 from t2i_helpers.config import Config
 from t2i_helpers.pipelines.ocr_pass import unread
-from t2i_helpers.store.image_store import ImageStore, read_meta
+from t2i_helpers.store.image_store import ImageStore
+from t2i_helpers.store.connection import read_meta
 meta = read_meta(Config(uri={uri!r}))
 store = ImageStore(Config(uri={uri!r}), meta["encoder"], meta["dim"])
 print(len(unread(store)))

@@ -53,6 +53,8 @@ def test_the_header_is_stored_as_fields_and_a_broken_one_leaves_nulls(indexed, l
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in indexed.store.get(h.id for h in by_name.values())}
     for name in ("no_exif.jpg", "bad_date.jpg", "broken.jpg"):  # the file's time, marked as such
         assert rows[name]["taken_from"] == "file" and by_name[name].place == ""
+        assert by_name[name].taken_from == "file" and by_name[name].when() == f"file time {by_name[name].taken_at}"
+    assert by_name["lisbon.jpg"].taken_from == "exif" and by_name["lisbon.jpg"].when() == "2022-06-15T14:30:00+01:00"
     assert rows["sydney.jpg"]["taken_offset"] == NO_OFFSET and rows["bad_date.jpg"]["camera"] == "Canon EOS R5"
 
 
@@ -156,6 +158,9 @@ def test_cli_search_with_filters_json_and_what_it_read(tmp_path, library, capsys
     assert main(["search", "a photo taken in Japan", "--literal", "--uri", uri, "-k", "3"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 3 and "read from the query" not in err
+    assert main(["search", "a photo", "--literal", "--uri", uri, "-k", "8"]) == 0
+    lines = {line.split()[2].rsplit("/", 1)[-1]: line for line in capsys.readouterr().out.splitlines()}
+    assert "(file time 20" in lines["no_exif.jpg"] and "file time" not in lines["lisbon.jpg"]  # a file's mtime, said so
     assert main(["search", "--after", "2022-13", "--uri", uri]) == 1
     assert "is not a date" in capsys.readouterr().err
     assert main(["search", "--uri", uri]) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from t2i_helpers.config import Config
-from t2i_helpers.store import image_store
+from t2i_helpers.store import connection
 from t2i_helpers.store.collection import EncoderMismatchError
 from t2i_helpers.store.image_store import VECTOR_WINDOW, ImageStore, StoreError
 
@@ -130,9 +130,27 @@ def test_second_process_gets_a_clear_error(tmp_path):
     store.close()
 
 
+def test_closing_the_last_store_of_a_lite_file_stops_its_server_and_frees_the_file(tmp_path):
+    """Notebook 02 opened a file per encoder and kept each one's milvus-lite server running until the kernel exited
+    (13 servers, 1.5 GB); a store's close now stops the server once no other store of the process uses the file."""
+    config = Config(uri=str(tmp_path / "shared.db"))
+    code = (
+        "from t2i_helpers.store.image_store import ImageStore, StoreError; from t2i_helpers.config import Config\n"
+        f"try:\n    ImageStore(Config(uri={config.uri!r}), 'enc-a', 4).close(); print('OPENED')\n"
+        "except StoreError as err:\n    print('REFUSED', err)\n"
+    )
+    first, second = ImageStore(config, "enc-a", 4), ImageStore(config.with_(collection="other"), "enc-a", 4)
+    first.close()
+    first.close()  # a second close releases nothing more
+    assert second.count() == 0  # the other store of the same file still works
+    second.close()
+    freed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "OPENED" in freed.stdout, freed.stdout + freed.stderr[-2000:]
+
+
 def test_a_milvus_lite_file_slow_to_answer_is_waited_for(tmp_path, monkeypatch):
     """A fresh file on a loaded machine once outlasted pymilvus's 10 s wait and was blamed on another process."""
-    monkeypatch.setattr(image_store, "LITE_FIRST_S", 1e-6)  # the first wait cannot succeed
+    monkeypatch.setattr(connection, "LITE_FIRST_S", 1e-6)  # the first wait cannot succeed
     store = ImageStore(Config(uri=str(tmp_path / "slow.db")), "enc-a", 4)
     store.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
     assert store.count() == 1

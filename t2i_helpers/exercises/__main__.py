@@ -1,4 +1,5 @@
-"""`python -m t2i_helpers.exercises --self-test`: every reference solution passes, every wrong answer is caught."""
+"""`python -m t2i_helpers.exercises --self-test`: every reference solution and correct variant passes, every wrong
+answer is caught."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ ALL = {**nb01.EXERCISES, **nb02.EXERCISES, **nb03.EXERCISES, **nb04.EXERCISES, *
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the self-test; returns 0 when every solution passes and every wrong answer is caught."""
+    """Run the self-test; returns 0 when every solution and variant passes and every wrong answer is caught."""
     parser = argparse.ArgumentParser(prog="python -m t2i_helpers.exercises", description=__doc__)
     parser.add_argument("--self-test", action="store_true", required=True, help="check the exercises themselves")
     parser.parse_args(argv)
-    count, passed, caught, problems = run_self_test(ALL)
-    for problem in problems:
+    found = run_self_test(ALL)
+    for problem in found.problems:
         print(problem, file=sys.stderr)
-    print(f"{count} exercises: {passed} solutions pass, {caught} wrong answers caught")
-    return 0 if not problems else 1
+    print(found.line())
+    return 0 if not found.problems else 1
 
 
 if __name__ == "__main__":

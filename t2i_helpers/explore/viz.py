@@ -23,8 +23,10 @@ def _load(path: str) -> np.ndarray:
         return np.full((8, 8, 3), 200, np.uint8)  # a grey tile for a file that vanished since indexing
 
 
-def show_images(paths: Sequence[str], titles: Sequence[str] | None = None, columns: int = 5, size: float = 2.4):
-    """A grid of images with wrapped titles; returns the matplotlib figure."""
+def show_images(
+    paths: Sequence[str], titles: Sequence[str] | None = None, columns: int = 5, size: float = 2.4, heading: str = ""
+):
+    """A grid of images with wrapped titles, under a `heading` laid out clear of them; returns the figure."""
     titles = list(titles or [""] * len(paths))
     rows = max(1, -(-len(paths) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.5)), squeeze=False)
@@ -33,16 +35,16 @@ def show_images(paths: Sequence[str], titles: Sequence[str] | None = None, colum
     for ax, path, title in zip(axes.flat, paths, titles):
         ax.imshow(_load(path))
         ax.set_title("\n".join(textwrap.wrap(title, 24)[:3]), fontsize=8)
-    fig.tight_layout()
+    if heading:
+        fig.suptitle(heading)
+    fig.tight_layout()  # leaves room for the heading too (a heading placed after it covered the titles)
     return fig
 
 
 def show_results(query: str, hits: Sequence[Hit], columns: int = 5):
     """A query's hits as a grid titled with rank, score and caption."""
     titles = [f"{i}. {h.score:.2f} {h.caption or h.label}" for i, h in enumerate(hits, start=1)]
-    fig = show_images([h.path for h in hits], titles, columns=columns)
-    fig.suptitle(f"“{query}”", y=1.02)
-    return fig
+    return show_images([h.path for h in hits], titles, columns=columns, heading=f"“{query}”")
 
 
 def similarity_heatmap(texts: Sequence[str], image_labels: Sequence[str], similarity: np.ndarray):

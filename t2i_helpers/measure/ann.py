@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..models.encoders import l2_normalize
-from ..store.image_store import milvus_client
-from .evaluate import release_lite
+from ..store.connection import milvus_client, release_lite
 from .metrics import exact_top_k
 
 COLLECTION = "ann_study"

@@ -47,22 +47,14 @@ SEARCH_CHUNK = 256  # queries per Milvus search call
 
 @contextlib.contextmanager
 def temporary_store(encoder: Encoder) -> Iterator[ImageStore]:
-    """A store in a throwaway milvus-lite file, removed afterwards."""
+    """A store in a throwaway milvus-lite file, removed afterwards (its server stopped)."""
     with tempfile.TemporaryDirectory(prefix="t2i-eval-") as tmp:
         uri = str(Path(tmp) / "eval.db")
         store = ImageStore.open(Config(uri=uri, collection="t2i_eval"), encoder)
         try:
             yield store
         finally:
-            store.close()
-            release_lite(uri)
-
-
-def release_lite(uri: str) -> None:
-    """Stop milvus-lite's server process for a file (it would hold the file until this process exits)."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(uri)
+            store.close()  # the last store of the file: its milvus-lite server stops
 
 
 def index_data(encoder: Encoder, data: EvalData, store: ImageStore, progress: bool = False) -> None:

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import torch
 
+from . import cpu
+
 BACKENDS = ("torch", "autocast", "onnx", "int8")
 KINDS = ("image", "text")
 _FORMAT = 1  # bump when the export below changes: graphs and timings cached by older code are then ignored
@@ -258,17 +260,19 @@ def parse_backend(backend: str) -> dict[str, str]:
 def candidates(kind: str, device: torch.device) -> list[str]:
     """The backends "auto" times for a tower on `device`.
 
-    ONNX Runtime runs on the CPU only. Where the CPU has native bf16, the image tower is left to eager and bf16:
-    an ONNX fp32 graph embedded ViT-B/32 images at 39/s here against 86/s in bf16 even with weights cast on every
-    call (over 100/s cast once, see the README), so it is not exported only to lose. Without native bf16
-    (emulated, slow) autocast is no candidate and ONNX is.
+    ONNX Runtime runs on the CPU only. Without native bf16 (emulated, slow) autocast is no candidate. Where the
+    CPU has AMX, the image tower is left to eager and bf16: an ONNX fp32 graph embedded ViT-B/32 images at 39/s
+    on an Intel CPU with AMX against 86/s in bf16 even with weights cast on every call (over 100/s cast once, see
+    the README), so it is not exported only to lose; with bf16 from AVX512-BF16 alone, nothing was measured, so
+    ONNX is timed against it.
     """
     if device.type != "cpu":
         return ["torch", "autocast"]
     onnx = ["onnx"] if importlib.util.find_spec("onnxruntime") else []
     if not cpu_has_bf16():
         return ["torch", *onnx]
-    return ["torch", "autocast"] if kind == "image" else ["torch", "autocast", *onnx]
+    amx = bool(cpu.simd()["AMX"])
+    return ["torch", "autocast"] if kind == "image" and amx else ["torch", "autocast", *onnx]
 
 
 def build(name: str, tower: Tower, device: torch.device, cache_dir: Path) -> Runner:
@@ -311,7 +315,7 @@ def fastest(tower: Tower, device: torch.device, cache_dir: Path) -> tuple[str, R
     names = candidates(tower.kind, device)
     key = "|".join(
         [fingerprint(tower, weights=False), str(device), str(torch.get_num_threads()), ",".join(names)]
-        + [torch.backends.cpu.get_cpu_capability(), str(cpu_has_bf16())]
+        + [torch.backends.cpu.get_cpu_capability(), str(cpu_has_bf16()), cpu.describe()]
     )
     path = Path(cache_dir) / "clip-backends.json"
     known = json.loads(path.read_text()) if path.exists() else {}

@@ -34,8 +34,8 @@ import torch
 from ..config import default_data_dir
 from ..data.datasets import tuxpaint_csv
 from ..data.images import ImageLike, to_rgb_array
+from . import cpu, static_tower
 from . import onnx_towers as towers
-from . import static_tower
 from .encoders import batched, l2_normalize, resize_center_crop
 from .projection import ProjectionHead
 
@@ -116,15 +116,17 @@ class ConSEEncoder:
         prompts: templates for the class texts, filled with `name`, `lemmas` and `definition`.
         cache_dir: where the class-text embeddings and the ONNX graphs are cached (`<data_dir>/cache`).
         backend: how the image tower runs: "onnx-int8" (ONNX Runtime, int8, calibrated on bundled training
-            photos; about 2x fp32 ONNX with the same caption -> photo R@10, see benchmarks/ingest.py), "onnx"
-            (fp32, ~2.7x eager PyTorch, same outputs to 1e-5), "torch" (eager), or "auto": onnx-int8 on CPU
-            when onnxruntime is installed and the bundled photos are there to calibrate on, else onnx (with a
-            warning), else torch.
+            photos; 2.16x fp32 ONNX with AVX512-VNNI and AMX, 1.54x with AVX2 only, with the same caption ->
+            photo R@10, see benchmarks/ingest.py), "onnx" (fp32, ~2.7x eager PyTorch, same outputs to 1e-5),
+            "torch" (eager), or "auto": onnx-int8 on a CPU with fast int8 products (`cpu.int8_fast`: AVX2 or
+            better, ARM dot product) when onnxruntime is installed and the bundled photos are there to
+            calibrate on, else onnx (with a warning when the photos are missing), else torch.
         text_backend: how MiniLM runs: "onnx-int8" (dynamic int8 linear layers), "onnx" (fp32, same outputs
-            as PyTorch to 1e-6), "torch" (sentence-transformers), or "auto" (onnx-int8 on CPU when
-            onnxruntime is installed, else torch). See benchmarks/search.py. "static" (an option, never
-            chosen by "auto"): a model2vec table distilled from MiniLM, ~0.1 ms a query instead of ~3 ms, with a
-            lower caption -> photo R@10 (0.234 vs 0.264); the image embeddings and the name stay the same.
+            as PyTorch to 1e-6), "torch" (sentence-transformers), or "auto" (with onnxruntime installed,
+            onnx-int8 on a CPU with fast int8 products, else onnx; torch without onnxruntime). See
+            benchmarks/search.py. "static" (an option, never chosen by "auto"): a model2vec table distilled
+            from MiniLM, ~0.1 ms a query instead of ~3 ms, with a lower caption -> photo R@10 (0.234 vs
+            0.264); the image embeddings and the name stay the same.
         head: a trained projection head (.npz from `projection.ProjectionHead.save`) applied to the image
             embeddings; the encoder's name then carries the head's fingerprint.
         workers: for ONNX, how many image forward passes run at once, each on one thread (default: one per CPU
@@ -190,6 +192,8 @@ class ConSEEncoder:
             return backend
         if not onnx_possible:
             return "torch"
+        if not cpu.int8_fast():  # no int8 kernel measured faster than fp32 on this CPU
+            return "onnx"
         if image and not tuxpaint_csv().exists():
             warnings.warn(
                 "the int8 image tower is calibrated on the bundled photos, which are missing (`t2i data` fetches "
@@ -311,7 +315,7 @@ class ConSEEncoder:
         out = np.empty((len(texts), self.dim), np.float32)
         by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
         # The int8 tower scales each token's activations on their own (`onnx_towers.scale_rows`), so a text's
-        # embedding does not depend on the texts beside it, nor on their padding.
+        # embedding hardly depends on the texts beside it: in the last bits only (searches embed each text alone).
         for chunk in batched(by_length, 64):
             with self._tokenizing:
                 tokens = self.text_model.tokenizer(

@@ -11,7 +11,8 @@ rebuilt, never used silently.
     text tower   token ids and attention mask [n, t] -> mean-pooled, normalized MiniLM embedding [n, 384]
                  fp32: torch.onnx.export; int8: dynamic quantization of the linear layers, per-channel
                  weights, and activations scaled per token (row), so that a text's embedding is the same
-                 whichever texts share its batch (ONNX Runtime's dynamic int8 scales a whole batch at once)
+                 but for its last bits whichever texts share its batch (ONNX Runtime's dynamic int8 scales a
+                 whole batch at once)
 
 Example:
     >>> key = GraphKey("minilm-fp32", {"weights": file_digest(weights)})

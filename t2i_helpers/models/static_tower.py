@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import warnings
@@ -35,6 +36,11 @@ RECIPE = 1  # bump when the way the table is built changes: every cached one is 
 SETTINGS = {"pca_dims": None, "sif_coefficient": 1e-4, "pooling": "mean"}
 INSTALL_HINT = 'the static text tower needs model2vec: pip install -e ".[static]"'
 _KEY_FILE = "t2i_key"
+
+
+def available() -> bool:
+    """Whether the `static` extra (model2vec) is installed, without importing it."""
+    return importlib.util.find_spec("model2vec") is not None
 
 
 def _minilm_path() -> Path:

@@ -270,7 +270,7 @@ class ImageEmbedding:
 
 @register(name="t2i/text-embedding")
 class TextEmbedding:
-    """Op: texts -> their normalized embeddings `[n, dim]`, the ones not in `cache` in one encoder call."""
+    """Op: texts -> their normalized embeddings `[n, dim]`, the ones not in `cache` each embedded alone."""
 
     def __init__(self, encoder: Shared[Encoder], cache: Shared) -> None:
         self.encoder, self.cache = encoder.value, cache.value  # a `search.QueryCache`

@@ -19,7 +19,8 @@ from ray.data.block import Block, BlockAccessor
 
 from ..config import Config
 from ..models.encoders import load_encoder
-from ..store.image_store import ImageStore, StoreError, read_meta
+from ..store.connection import read_meta
+from ..store.image_store import ImageStore, StoreError
 from .operators import IngestReport, Skipped, write_rows
 
 

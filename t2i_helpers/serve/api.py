@@ -21,7 +21,7 @@ a regular file only, and only if its bytes still hash to `id`, so neither a craf
 indexing (for another file, a pipe or a device) can make it read anything else.
 
 Concurrent searches need no lock; writes (`POST /index`, `DELETE`) take one. Text searches that arrive together
-are answered together, one encoder call and one Milvus search per batch (`batching.py`). Running it: `server.py`.
+are answered together, one Milvus search per batch (`batching.py`). Running it: `server.py`.
 
 Example:
     >>> app = create_api(engine)                          # serve it with `t2i serve` or `BackgroundServer(app)`
@@ -46,6 +46,7 @@ from .. import __version__
 from ..data.images import ImageError, content_id, read_bytes
 from ..engine import Found, SearchEngine
 from ..pipelines.search import MAX_QUERY_CHARS
+from ..store.face_store import PersonError
 from ..store.filters import DAY_PATTERN, Filters
 from ..store.image_store import Hit
 from .auth import LOOPBACK_HOSTS, RequestGuard
@@ -175,6 +176,14 @@ def _search_routes(service: Service) -> APIRouter:
         place: Name = None,
         camera: Name = None,
         text: Annotated[str | None, Query(max_length=200, pattern=r"[^\W_]", description="words in the photo")] = None,
+        person: Annotated[
+            str | None,
+            Query(
+                max_length=1000,
+                description="a person named with `t2i people name`; several separated by commas: "
+                "photos with all of them (404 if no one has a name, or no faces were read)",
+            ),
+        ] = None,
         literal: Annotated[bool, Query(description="do not read places, dates or quoted words in `q`")] = False,
     ) -> list[HitOut]:
         """The `k` images that best match `q` among those that pass the filters, best first; the filters
@@ -183,7 +192,7 @@ def _search_routes(service: Service) -> APIRouter:
 
         def answer() -> tuple[Found | None, list[Hit]]:  # reads Milvus: on a worker thread, not the event loop
             chosen = service.check_category(category)
-            filters = Filters(after=after, before=before, place=place, camera=camera, text=text)
+            filters = Filters(after=after, before=before, place=place, camera=camera, text=text, person=person)
             if not (q or filters):
                 return None, engine.store.newest(k, chosen)
             found = engine.find(q, filters, k, chosen, literal, search)
@@ -191,6 +200,8 @@ def _search_routes(service: Service) -> APIRouter:
 
         try:
             found, hits = await run_in_threadpool(answer)
+        except PersonError as err:  # like a category with no images: nothing by that name here
+            raise HTTPException(404, str(err)) from err
         except ValueError as err:
             raise HTTPException(422, str(err)) from err
         if found and found.notice:

@@ -1,11 +1,11 @@
-"""Dynamic batching of concurrent text searches: one encoder call and one Milvus search for many (notebook 04).
+"""Dynamic batching of concurrent text searches: one Milvus search for many (notebook 04).
 
 Requests that arrive while a batch runs wait in a queue; the next batch takes all of them, up to `max_batch`,
 and runs them through the search pipeline together (`SearchEngine.search_many`), one pipeline run per distinct
 (top_k, category, filters): one Milvus search has one filter expression. When the last batch held more than
 one request (there is load), a batch also waits up to `max_wait_ms` for more to arrive; a request reaching an
-idle server runs at once, so a lone user pays no wait. Each request gets exactly the hits it would get alone:
-the int8 text tower scales each token on its own, so an embedding does not depend on the texts beside it.
+idle server runs at once, so a lone user pays no wait. Each request gets exactly the hits it would get alone,
+ids and scores (`SearchEngine.search_many`: each text embedded alone, equal scores by id).
 
 Example:
     >>> batcher = SearchBatcher(engine, max_batch=32, max_wait_ms=2)

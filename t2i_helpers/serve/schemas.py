@@ -49,6 +49,11 @@ class HitOut(BaseModel):
         description="when it was taken, ISO 8601 (with the UTC offset where the photo gave one; the file's time "
         "where it has no EXIF date), or null"
     )
+    taken_from: str = Field(
+        "",
+        description='where `taken_at` comes from: "exif" (the camera\'s clock), "file" (the file\'s modification '
+        "time, not when the photo was taken), or empty when not known",
+    )
     place: str = Field(description="where it was taken (city, region, country from its GPS), or empty")
     camera: str = Field(description="the camera's make and model, or empty")
     text: str = Field(description="the words read in it (`t2i index --ocr`), or empty")

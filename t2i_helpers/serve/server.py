@@ -228,7 +228,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         type=int,
         default=32,
         metavar="N",
-        help="answer up to N concurrent API text searches together, one encoder call and one Milvus search "
+        help="answer up to N concurrent API text searches together, in one Milvus search "
         "(default 32; 1: each on its own)",
     )
     serve.add_argument(

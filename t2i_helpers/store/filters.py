@@ -16,6 +16,7 @@ import calendar
 import dataclasses
 import datetime as dt
 import re
+import unicodedata
 
 from ..data.exif import NO_TIME, name_key
 
@@ -23,6 +24,7 @@ _DAY = re.compile(r"([1-9]\d{3})(?:-(\d{2})(?:-(\d{2}))?)?")
 DAY_PATTERN = r"^[1-9]\d{3}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"  # what `parse_day` reads (API schema)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_KEY = re.compile(r"[\W_]+")  # what a text key drops: all but letters and digits
+_ACCENTS = re.compile("[\u0300-\u036f]")  # combining accents of Latin, Greek and Cyrillic letters
 
 
 def quote(text: str) -> str:
@@ -39,8 +41,18 @@ def label_filter(category: str | None) -> str:
 
 
 def text_key(text: str) -> str:
-    """Text as the filter matches it: lowercase letters and digits, nothing between ("Fresh Bakery" -> "freshbakery"),
-    so words are found also inside run-together OCR text ("FRESHBAKERY")."""
+    """Text as the filter matches it: lowercase letters and digits without accents, nothing between ("Fresh
+    Bäckerei" -> "freshbackerei"), so words are found also inside run-together OCR text ("FRESHBAKERY"), whether
+    the sign or the user wrote the accent or not, and inside text with no spaces between words (Chinese).
+
+    Only Latin, Greek and Cyrillic accents (U+0300-U+036F) are dropped: a Japanese voicing mark changes the sound.
+    """
+    bare = _ACCENTS.sub("", unicodedata.normalize("NFKD", text.casefold()))
+    return _NOT_KEY.sub("", unicodedata.normalize("NFC", bare))
+
+
+def _accented_key(text: str) -> str:
+    """The text key as rows stored before keys dropped accents hold it (their `ocr_key` keeps "ä")."""
     return _NOT_KEY.sub("", text.casefold())
 
 
@@ -73,8 +85,9 @@ def _seconds(day: dt.date) -> int:
 class Filters:
     """What a search keeps: taken on or after `after`, on or before `before` (YYYY, YYYY-MM or YYYY-MM-DD,
     inclusive), at a `place` (a city, region or country), with a `camera` (make or model), with `text` in the
-    photo. Names match case-insensitively; None (or empty) is no filter; `after` later than `before` matches
-    nothing.
+    photo, with every `person` named (one name, or several separated by commas: photos with all of them; the
+    store finds their photos, `ImageStore.where`). Names match case-insensitively; None (or empty) is no filter;
+    `after` later than `before` matches nothing.
 
     Raises:
         ValueError: a date that is not one, or a text filter without a letter or digit (one sentence).
@@ -85,6 +98,7 @@ class Filters:
     place: str | None = None
     camera: str | None = None
     text: str | None = None
+    person: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -106,12 +120,16 @@ class Filters:
         """The filters that are set, by name, as given (for the CLI, the API's response and the app)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name)}
 
+    def people(self) -> list[str]:
+        """The names in the person filter (none without one)."""
+        return [name.strip() for name in (self.person or "").split(",") if name.strip()]
+
     def merged(self, other: Filters) -> Filters:
         """These filters, with `other`'s where these have none."""
         return Filters(**{**other.applied(), **self.applied()})
 
     def expression(self) -> str:
-        """The Milvus boolean expression these filters make ("" for none)."""
+        """The Milvus boolean expression these filters make ("" for none); without `person`, which needs the store."""
         terms = []
         if self.after or self.before:
             low = _seconds(parse_day(self.after)) if self.after else NO_TIME + 1
@@ -122,8 +140,10 @@ class Filters:
             terms.append(f"array_contains(place_keys, {quote(name_key(self.place))})")
         if self.camera:
             terms.append(f"array_contains(camera_keys, {quote(name_key(self.camera))})")
-        if self.text:
-            terms.append(f'ocr_key like "%{text_key(self.text)}%"')
+        if self.text:  # also the key rows stored before keys dropped accents hold, where the text has accents
+            keys = dict.fromkeys((text_key(self.text), _accented_key(self.text)))
+            likes = [f'ocr_key like "%{key}%"' for key in keys]
+            terms.append(likes[0] if len(likes) == 1 else f"({' or '.join(likes)})")
         return " and ".join(terms)
 
 

@@ -16,15 +16,13 @@ Example:
 
 from __future__ import annotations
 
-import json
-import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ..config import Config
@@ -32,7 +30,6 @@ from ..models.encoders import Encoder
 from .collection import (
     FILE_FIELDS,
     MAX_OCR_BYTES,
-    META_PREFIX,
     PHOTO_FIELDS,
     SCHEMA_VERSION,
     TEXT_FIELDS,
@@ -40,22 +37,18 @@ from .collection import (
     StoreError,
     clip_text,
 )
+from .connection import connect, release_lite
+from .face_store import FaceStore
 from .filters import Filters, quote, text_key, where
-from .hits import OUTPUT_FIELDS, Hit, to_hit, to_hits
+from .hits import OUTPUT_FIELDS, Hit, in_order, to_hit, to_hits
 
 MAX_TOP_K = 16384  # Milvus's own limit on a search's `limit`
 QUERY_WINDOW = 16384  # and on a query's `limit`
 # rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
 # (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
 VECTOR_WINDOW = 256
-# pymilvus pings every 10 s, idle or not; milvus-lite's gRPC server allows a ping without data once in 5 minutes
-# and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
-# failed (measured: opened and closed twice, idle 35 s, opened again). Servers accept the pings: defaults there.
-LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-LITE_NAME_CHARS = "A-Za-z0-9._-"  # what milvus-lite 2.5 accepts in a file name
-LITE_HELD = "Open local milvus failed"  # pymilvus's words when milvus-lite could not lock the file (or start)
-LITE_FIRST_S, LITE_START_S = 10.0, 60.0  # waits for a milvus-lite server to answer: first, and once more
 ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
+_LITE_OPEN: Counter[str] = Counter()  # open stores per milvus-lite file in this process (its server stops at 0)
 PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
 
 
@@ -67,28 +60,6 @@ class FileState(NamedTuple):
     size: int
     mtime_ns: int
     described: bool = True
-
-
-def read_meta(config: Config) -> dict | None:
-    """What a t2i collection records about itself (encoder, dim, schema version), or None if there is none.
-
-    Creates nothing: a milvus-lite file that does not exist is not made, and no collection is created.
-
-    Raises:
-        StoreError: the collection was not made by t2i, or the store cannot be opened.
-    """
-    if config.is_lite and not Path(config.uri).expanduser().exists():
-        return None
-    client = ImageStore._connect(config)
-    try:
-        if not client.has_collection(config.collection):
-            return None
-        description = client.describe_collection(config.collection).get("description", "")
-    finally:
-        client.close()
-    if not description.startswith(META_PREFIX):
-        raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
-    return json.loads(description[len(META_PREFIX) :])
 
 
 class ImageStore(CollectionLayout):
@@ -104,16 +75,21 @@ class ImageStore(CollectionLayout):
         self.meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder_name, "dim": int(dim)}
         if encoder_spec and encoder_spec != encoder_name:  # e.g. conse-head:PATH, whose name is not loadable
             self.meta["encoder_spec"] = encoder_spec
-        self.client = self._connect(config)
+        self.client = connect(config)
+        self._lite_file = str(Path(config.uri).expanduser().resolve()) if config.is_lite else None
+        if self._lite_file:
+            _LITE_OPEN[self._lite_file] += 1
         self._backup = f"{self.collection}__migrating"  # holds the rows while an older collection migrates
         self._places: tuple[float, set[str]] | None = None  # (when read, the place names stored)
         self._infix_like = False  # a Milvus server answered LIKE '%word%' (`where`)
         self.metric = config.metric  # the vector index's metric, which searches name (`_check_index`)
+        self.faces = FaceStore(self.client, f"{self.collection}_faces", self.scan)  # made by the face pass
         try:
             if reset:
                 for name in (self.collection, self._backup):
                     if self.client.has_collection(name):
                         self.client.drop_collection(name)
+                self.faces.drop()
             if self.client.has_collection(self._backup):  # a migration was cut off: finish it
                 self._check_meta(self._backup, SCHEMA_VERSION)
                 self._migrate()
@@ -138,46 +114,6 @@ class ImageStore(CollectionLayout):
         can load the same encoder again (`SearchEngine.open_index`).
         """
         return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
-
-    @staticmethod
-    def _connect(config: Config) -> MilvusClient:
-        if config.is_lite:
-            path = Path(config.uri).expanduser()
-            if path.is_dir():  # milvus-lite 3 kept a folder under this name; 2.5 keeps one file
-                raise StoreError(
-                    f"{config.uri} is a folder (a milvus-lite 3 store, which this t2i cannot read): move it aside "
-                    "and index again, or pass another file with --uri"
-                )
-            if not re.fullmatch(f"[{LITE_NAME_CHARS}]+", path.name):
-                fixed = re.sub(f"[^{LITE_NAME_CHARS}]", "_", path.name)
-                raise StoreError(
-                    f"milvus-lite cannot use the file name {path.name!r}: use only letters, digits, '.', '-' and "
-                    f"'_' in it (e.g. {fixed!r}); the folder may be named freely"
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return milvus_client(config, timeout=LITE_FIRST_S if config.is_lite else None)
-        except MilvusException as err:
-            if not config.is_lite:
-                raise StoreError(f"cannot connect to Milvus at {config.uri}: {err}. Is the server running?") from err
-            if LITE_HELD in str(err):
-                raise StoreError(
-                    f"cannot open the milvus-lite file {config.uri}: another process has it open "
-                    "(milvus-lite allows one process per file). Close that process (a notebook kernel, "
-                    "`t2i serve`), use another file with --uri, or run a Milvus server and pass its URI."
-                ) from err
-        # Seen on a loaded machine: the server started but answered later than the first wait, or stopped while
-        # starting ("Open storage failed: unable to open database file"). Start it anew and wait longer.
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(str(Path(config.uri).expanduser()))
-        try:
-            return milvus_client(config, timeout=LITE_START_S)
-        except MilvusException as err:
-            raise StoreError(
-                f"milvus-lite did not answer for {config.uri} within {LITE_START_S:.0f} s ({err}); try again, or "
-                "run a Milvus server and pass its URI"
-            ) from err
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
         """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
@@ -284,9 +220,10 @@ class ImageStore(CollectionLayout):
         return list(self.client.get(self.collection, ids=ids, output_fields=ROW_FIELDS)) if ids else []
 
     def delete(self, ids: Iterable[int]) -> None:
-        """Delete rows by id (missing ids are ignored)."""
+        """Delete rows by id, and the faces found in them (missing ids are ignored)."""
         ids = [int(i) for i in ids]
         if ids:
+            self.faces.delete_photos(ids)  # first: a crash in between leaves a photo without faces, never faces
             self.client.delete(self.collection, ids=ids)
 
     def count(self) -> int:
@@ -304,30 +241,47 @@ class ImageStore(CollectionLayout):
         self, embeddings: np.ndarray, top_k: int = 5, category: str | None = None, filters: Filters | None = None
     ) -> list[list[Hit]]:
         """The `top_k` most similar images for each query embedding, best first, optionally in one category and
-        only among those that pass `filters` (applied inside Milvus)."""
+        only among those that pass `filters` (applied inside Milvus); equal scores by id, also across the cut at
+        `top_k`, so that a query's hits are the same searched alone or with others (notebook 04)."""
         check_top_k(top_k)
         queries = np.atleast_2d(np.asarray(embeddings, np.float32))
         if queries.shape[1] != self.meta["dim"]:
             raise ValueError(f"query vectors have dim {queries.shape[1]}, the collection {self.meta['dim']}")
+        expression = self.where(category, filters)
+        found = self._search(queries, min(top_k + 1, MAX_TOP_K), expression)  # one more: a tie at the cut shows
+        for i, hits in enumerate(found):  # a tie across the cut: Milvus kept any of the tied; fetch them all
+            limit = len(hits)
+            while limit < MAX_TOP_K and len(hits) == limit > top_k and hits[-1].score == hits[top_k - 1].score:
+                limit = min(2 * limit, MAX_TOP_K)
+                hits = found[i] = self._search(queries[i : i + 1], limit, expression)[0]
+        return [hits[:top_k] for hits in found]
+
+    def _search(self, queries: np.ndarray, limit: int, expression: str) -> list[list[Hit]]:
         results = self.client.search(
             self.collection,
             data=queries.tolist(),
             anns_field="embedding",  # a collection with keywords has a second (sparse) vector field
-            limit=top_k,
-            filter=self.where(category, filters),
+            limit=limit,
+            filter=expression,
             output_fields=OUTPUT_FIELDS,  # without it milvus returns each hit's whole vector
             search_params={"metric_type": self.metric},
         )
-        return to_hits(results)
+        return [in_order(hits) for hits in to_hits(results)]
 
     def where(self, category: str | None, filters: Filters | None) -> str:
         """The filter expression of a search; refuses, in one sentence, a text filter the server cannot run.
 
+        A person filter becomes the ids of the photos with all the people named (`FaceStore.photos_of`).
+
         Raises:
             StoreError: a Milvus 2.3 server matches LIKE patterns by prefix only, so it cannot find words inside
-                the text read in a photo.
+                the text read in a photo; or no faces were read, or no person has a name asked for.
         """
         expression = where(category, filters)
+        if filters and filters.person:
+            ids = sorted(self.faces.photos_of(filters.people()))
+            with_people = f"id in {ids}" if ids else "id < 0"  # milvus-lite 2.5 refuses `in []`; ids are >= 0
+            expression = f"{expression} and {with_people}" if expression else with_people
         if filters and filters.text and not self.config.is_lite and not self._infix_like:
             try:
                 self.client.query(self.collection, filter='ocr_key like "%a%"', output_fields=["id"], limit=1)
@@ -366,22 +320,16 @@ class ImageStore(CollectionLayout):
         }
 
     def close(self) -> None:
-        """Release the connection.
-
-        milvus-lite keeps its embedded server (and the file lock) for the life of the process, shared by every
-        client of that file in the process; another process can open the file once this one has exited.
-        """
+        """Release the connection; the last store of a milvus-lite file closed stops its server, freeing the file."""
         self.client.close()
+        lite_file, self._lite_file = self._lite_file, None  # a second close releases nothing more
+        if lite_file:
+            _LITE_OPEN[lite_file] -= 1
+            if not _LITE_OPEN[lite_file]:
+                release_lite(lite_file)
 
 
 def check_top_k(top_k: int) -> None:
     """Refuse a `top_k` Milvus cannot answer (ValueError, one sentence)."""
     if not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-
-
-def milvus_client(config: Config, timeout: float | None = None) -> MilvusClient:
-    """A client of `config.uri`: a Milvus server, or a milvus-lite file without the keepalive pings it refuses;
-    `timeout` bounds the wait for the connection (pymilvus's `MILVUS_CONN_TIMEOUT`, 10 s, when None)."""
-    options = {"grpc_options": LITE_GRPC_OPTIONS} if config.is_lite else {}
-    return MilvusClient(uri=config.uri, token=config.token, timeout=timeout, **options)

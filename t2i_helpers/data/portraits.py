@@ -1,0 +1,68 @@
+"""Real faces that ship inside installed packages, changed and composed into group photos (notebook 07, tests).
+
+Three people whose photos come with the libraries, so nothing is downloaded and every license is known:
+matplotlib's `grace_hopper.jpg` and scikit-image's `astronaut` (Eileen Collins) and `camera` (the cameraman),
+all public domain. Each is changed the ways a library sees one person again (mirrored, half size, darker,
+cropped, turned) and pasted side by side into group photos whose true boxes are known.
+
+Example:
+    >>> people = portraits()                              # {"hopper": RGB array, "astronaut": ..., "cameraman": ...}
+    >>> variants(people["hopper"])                        # five changed copies of one face
+    >>> photo, boxes = group_photo([people["hopper"], people["astronaut"]], height=300)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .images import to_rgb_array
+
+SAMPLES = ("hopper", "astronaut", "cameraman")
+
+
+class PortraitError(RuntimeError):
+    """The sample faces' packages are missing; the message says what to install."""
+
+
+def portraits() -> dict[str, np.ndarray]:
+    """The three people's photos as RGB uint8 arrays, by name (`SAMPLES`)."""
+    try:
+        from matplotlib import cbook
+        from skimage import data
+    except ImportError as err:
+        raise PortraitError('the sample faces need scikit-image: pip install -e ".[faces]"') from err
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        hopper = cv2.imdecode(np.frombuffer(file.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    return {"hopper": to_rgb_array(hopper), "astronaut": data.astronaut(), "cameraman": to_rgb_array(data.camera())}
+
+
+def variants(image: np.ndarray) -> dict[str, np.ndarray]:
+    """Five changed copies of one photo: mirrored, half size, darker, cropped (the middle 80%), turned 12 degrees."""
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 12, 1.0)
+    return {
+        "flip": np.ascontiguousarray(image[:, ::-1]),
+        "half": cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
+        "darker": (image.astype(np.float32) * 0.55).astype(np.uint8),
+        "crop": np.ascontiguousarray(image[h // 10 : h - h // 10, w // 10 : w - w // 10]),
+        "rotation": cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT),
+    }
+
+
+def group_photo(
+    images: Sequence[np.ndarray], height: int = 320, gap: int = 16, background: int = 200
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Photos scaled to `height` and pasted left to right on a plain background; the photo and each one's
+    (x, y, w, h) in it (where to look for its face)."""
+    scaled = [cv2.resize(im, (round(im.shape[1] * height / im.shape[0]), height)) for im in images]
+    width = sum(im.shape[1] for im in scaled) + gap * (len(scaled) + 1)
+    canvas = np.full((height + 2 * gap, width, 3), background, np.uint8)
+    boxes, x = [], gap
+    for im in scaled:
+        canvas[gap : gap + height, x : x + im.shape[1]] = im
+        boxes.append((x, gap, im.shape[1], height))
+        x += im.shape[1] + gap
+    return canvas, boxes
