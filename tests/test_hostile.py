@@ -42,7 +42,8 @@ KEY = "hostile-test-key-0123456789"
 BROKEN_OFFSET = """
 from pathlib import Path
 from t2i_helpers.config import Config
-from t2i_helpers.store.image_store import ImageStore, read_meta
+from t2i_helpers.store.connection import read_meta
+from t2i_helpers.store.image_store import ImageStore
 config = Config(uri={uri!r})
 meta = read_meta(config)
 store = ImageStore(config, meta["encoder"], meta["dim"])
