@@ -64,7 +64,7 @@ store._copy_rows("t2i_images", BACKUP)
 store.client.drop_collection("t2i_images")
 store._create("t2i_images")
 half = store.scan(["id", "path", "label", "caption", "size", "mtime_ns", "embedding"], collection=BACKUP)[:3]
-store.client.upsert("t2i_images", store._with_keywords([{{**dict(r), **PHOTO_FIELDS}} for r in half]))
+store.client.upsert("t2i_images", store._stored([{{**dict(r), **PHOTO_FIELDS}} for r in half]))
 store.client.flush("t2i_images")
 os.kill(os.getpid(), signal.SIGKILL)  # ... and killed while copying the rows back
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -62,30 +63,41 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     return df[COLUMNS]
 
 
-def first_line(path: Path) -> str:
-    """The first line of a text file (a Tux Paint caption), or "" if there is none (or no small regular file)."""
-    try:
-        text = read_bytes(path, MAX_CAPTION_BYTES).decode("utf-8", errors="replace")
-    except ImageError:  # missing, a pipe or device, or too large for a caption
+def first_line(path: Path, root: str | Path | None = None) -> str:
+    """The first line of a text file (a Tux Paint caption), "" where there is none.
+
+    Raises:
+        ImageError: it is there but not read: not a small regular file, or (with `root`) a link out of that folder.
+    """
+    if not os.path.lexists(path):
         return ""
+    text = read_bytes(path, MAX_CAPTION_BYTES, root).decode("utf-8", errors="replace")
     return (text.splitlines() or [""])[0].strip()
 
 
 def scan_folder(folder: str | Path) -> pd.DataFrame:
     """Every image file below `folder`; label = first sub-folder, caption = a sidecar `.txt`'s first line.
 
-    Broken links and unreadable files are kept: ingest reports them as skipped, with the reason.
+    Broken links and unreadable files are kept: ingest reports them as skipped, with the reason. A caption that
+    is there but not read (a pipe, a device, too large, or a link out of `folder`) leaves its photo without
+    one; `df.attrs["skipped"]` lists each as (path, reason), for ingest to report.
     """
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
-    rows = []
+    rows, skipped = [], []
     for i, p in enumerate(files):
-        parts = p.relative_to(folder).parts
-        rows.append((i, str(p), parts[0] if len(parts) > 1 else "", first_line(p.with_suffix(".txt"))))
+        parts, caption = p.relative_to(folder).parts, ""
+        try:
+            caption = first_line(p.with_suffix(".txt"), root=folder)
+        except ImageError as err:
+            skipped.append((str(p.with_suffix(".txt")), f"not read as its photo's caption: {err}"))
+        rows.append((i, str(p), parts[0] if len(parts) > 1 else "", caption))
     # Python strings, not Arrow's: a name that is not UTF-8 holds surrogates, which ingest reports as a skip
-    return pd.DataFrame(rows, columns=COLUMNS, dtype=object).astype({"id": "int64"})
+    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object).astype({"id": "int64"})
+    df.attrs["skipped"] = skipped
+    return df
 
 
 def load_source(source: str | Path) -> pd.DataFrame:
@@ -131,7 +143,10 @@ def fetch_tuxpaint(data_dir: str | Path | None = None, deb: str | Path | None = 
     stamps = root / "usr/share/tuxpaint/stamps"
     rows = []
     for png in sorted(stamps.rglob("*.png")):
-        caption = first_line(png.with_suffix(".txt"))
+        try:
+            caption = first_line(png.with_suffix(".txt"), root=stamps)
+        except ImageError:  # not a caption: the stamp is left out below
+            caption = ""
         if caption:
             rel = png.relative_to(root)
             rows.append((len(rows), rel.as_posix(), png.relative_to(stamps).parts[0], caption))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import register_heif
+from .images import header_exif, register_heif
 from .places import MAX_NAME_CHARS, containing_city, name_key
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
@@ -29,6 +29,8 @@ MAKE, MODEL = 0x010F, 0x0110
 DATE_TAKEN, OFFSET_TAKEN = 0x9003, 0x9011  # DateTimeOriginal, OffsetTimeOriginal
 NO_TIME = -(1 << 62)  # taken_at of a photo whose time is not known
 NO_OFFSET = -(1 << 15)  # taken_offset (minutes east of UTC) where the photo did not say
+MAX_OFFSET = 14 * 60  # UTC offsets run from -12:00 to +14:00: one beyond +-14:00 (or with minutes >= 60) is none
+INT64_MAX = (1 << 63) - 1  # the largest stored integer (Milvus INT64); a file time clamped to it is no time
 MIN_POPULATION = 15_000  # the nearest town of at least this size names the place (a district otherwise)
 _DATE = re.compile(r"(\d{4}):(\d\d):(\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
@@ -47,10 +49,8 @@ def photo_metadata(exif: Image.Exif | None, mtime_ns: int) -> dict:
     taken = _taken(exif)
     if taken is not None:
         (taken_at, offset), source = taken, "exif"
-    elif mtime_ns >= 0:
-        local = dt.datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
-        taken_at = int(local.replace(tzinfo=dt.UTC).timestamp())
-        offset, source = int(local.utcoffset().total_seconds() // 60), "file"
+    elif (file_time := _file_time(mtime_ns)) is not None:
+        (taken_at, offset), source = file_time, "file"
     else:
         taken_at, offset, source = NO_TIME, NO_OFFSET, "none"
     return {
@@ -68,20 +68,32 @@ def header_metadata(source: str | Path | bytes, mtime_ns: int) -> dict:
     register_heif()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
-            exif = pil.getexif()
+            exif = header_exif(pil)
     except Exception:  # an unreadable header is a photo without EXIF, not a failed index
         exif = None
     return photo_metadata(exif, mtime_ns)
 
 
 def taken_iso(taken_at: int, offset: int, source: str) -> str | None:
-    """The stored time as ISO 8601 (with its UTC offset where known), or None where the time is not known."""
+    """The stored time as ISO 8601 (with its UTC offset where known), or None where the time is not known.
+
+    Any stored value is shown or is None, never an error: a row stored before offsets were checked may hold one
+    beyond +-14:00 (shown without it), and a time beyond year 9999 has no ISO form (None).
+    """
     if source not in ("exif", "file") or taken_at == NO_TIME:
         return None
-    local = dt.datetime.fromtimestamp(taken_at, dt.UTC).replace(tzinfo=None)
-    if offset != NO_OFFSET:
+    try:
+        local = dt.datetime.fromtimestamp(taken_at, dt.UTC).replace(tzinfo=None)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if valid_offset(offset):
         local = local.replace(tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
     return local.isoformat()
+
+
+def valid_offset(minutes: int) -> bool:
+    """Whether `minutes` east of UTC is a real offset (within +-14:00), not `NO_OFFSET` or a broken tag's."""
+    return -MAX_OFFSET <= minutes <= MAX_OFFSET
 
 
 def _text(value: object) -> str:
@@ -100,11 +112,23 @@ def _taken(exif: Image.Exif) -> tuple[int, int] | None:
         local = dt.datetime(*map(int, match.groups()), tzinfo=dt.UTC)
         offset = _OFFSET.fullmatch(_text(details.get(OFFSET_TAKEN)))
         minutes = NO_OFFSET
-        if offset:
+        if offset and int(offset[3]) < 60:  # "+99:99" or "-24:00" is a broken tag: no offset
             minutes = (1 if offset[1] == "+" else -1) * (int(offset[2]) * 60 + int(offset[3]))
-        return int(local.timestamp()), minutes
+        return int(local.timestamp()), minutes if valid_offset(minutes) else NO_OFFSET
     except Exception:  # a broken IFD or an impossible date (month 13) is no date
         return None
+
+
+def _file_time(mtime_ns: int) -> tuple[int, int] | None:
+    """(local wall-clock seconds, offset minutes) of a file's modification time, or None where it has none: not
+    known (negative), beyond what is stored (`INT64_MAX`, after 2262-04-11) or past what Python's dates hold."""
+    if not 0 <= mtime_ns < INT64_MAX:
+        return None
+    try:
+        local = dt.datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return int(local.replace(tzinfo=dt.UTC).timestamp()), int(local.utcoffset().total_seconds() // 60)
 
 
 def _camera(exif: Image.Exif) -> dict:

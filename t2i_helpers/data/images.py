@@ -5,7 +5,8 @@ A full 12 MP JPEG decode costs ~60 ms and the model reads 224-336 px, so JPEGs a
 own DCT scaling (1/2, 1/4 or 1/8 of the size, in libjpeg) to the smallest scale that still covers what the
 encoder reads. Every image is turned upright from its EXIF orientation before it is embedded or shown.
 HEIC/HEIF (through pillow-heif) and AVIF (Pillow) are read too. Reading is bounded for hostile files: regular
-files only, a size cap, the format checked before decoding, a pixel limit and a JPEG scan limit (README,
+files only (and files beside a photo only inside its folder), a size cap, the format checked before decoding, a
+pixel limit, and the bounds of `bounds.py`: JPEG scans, PNG chunks, the decoding memory budget (docs/serving.md,
 "Security model").
 
 Example:
@@ -28,16 +29,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .bounds import DECODES, REDUCIBLE, ImageError, check_chunks, check_scans, decoded_bytes
+
 ImageLike = Image.Image | np.ndarray
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are skipped, never decoded
 MAX_FILE_BYTES = 256 << 20  # a larger file is refused unread (a 100 MP JPEG is ~40 MB, a 48 MP HEIC ~15 MB)
 # Formats decoded, by the name Pillow gives them; the size checked is the size Pillow decodes. Others (JPEG 2000,
 # PSD, ICO, ...) are refused before decoding: a JP2 may carry a header size its codestream does not keep.
 DECODED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
-# Progressive JPEG "scan bombs": every scan walks every block, so thousands of empty scans in a small file cost
-# seconds of CPU. Cameras write 1 scan, libjpeg's progressive mode 10; decoding work is bounded in both terms.
-MAX_JPEG_SCANS = 32
-MAX_SCAN_PIXELS = 1_000_000_000  # scans x pixels: e.g. 10 scans of 100 MP (measured ~4.6 ms per scan-megapixel)
 MAX_SIDE = 1024  # decoded images are shrunk to this: every encoder reads 336 px or less, and memory stays bounded
 THUMBNAIL_SIZE = 384  # the longer side of a cached thumbnail
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
@@ -53,10 +52,6 @@ _UPRIGHT = {
 }
 
 
-class ImageError(ValueError):
-    """An image file that cannot be used; the message is the reason shown to the user."""
-
-
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Any PIL image or array (gray, RGB, RGBA, 16-bit) as RGB uint8 `[h, w, 3]`; alpha goes onto white.
 
@@ -65,8 +60,9 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         (4, 4, 3)
     """
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            image = Image.fromarray(np.asarray(image, dtype=np.float64) / 257.0)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit and float: 0..65535 -> 0..255
+            wide = np.asarray(image, dtype=np.float32) / np.float32(257)
+            image = Image.fromarray(np.clip(wide, 0, 255, out=wide).astype(np.uint8))  # truncated, as Pillow does
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
         elif image.mode != "RGB":
@@ -121,13 +117,15 @@ def jpeg_scale(width: int, height: int, min_side: int | None) -> int:
     return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None, max_side: int | None = None
+) -> np.ndarray:
     """Decode image bytes to upright RGB uint8 (alpha on white); `decode_photo` without its EXIF."""
-    return decode_photo(data, max_pixels, min_side)[0]
+    return decode_photo(data, max_pixels, min_side, max_side)[0]
 
 
 def decode_photo(
-    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+    data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None, max_side: int | None = None
 ) -> tuple[np.ndarray, Image.Exif]:
     """Decode image bytes to upright RGB uint8 (alpha on white), by Pillow, from the formats in `DECODED_FORMATS`,
     with the EXIF Pillow parsed from the header on the way (dates, camera, GPS: `exif.photo_metadata`).
@@ -137,13 +135,16 @@ def decode_photo(
         max_pixels: larger images are refused without being decoded (decompression-bomb guard).
         min_side: the shorter side the caller needs (an encoder's input size); JPEGs are then decoded at the
             smallest DCT scale that still covers it. None decodes at full size.
+        max_side: shrink the result so that its longer side is at most this, before it is converted to 8-bit
+            RGB (a 16-bit or float picture is never converted whole). None keeps its size.
 
     Raises:
-        ImageError: empty, not an image, another format, corrupt, larger than `max_pixels`, or a JPEG with more
-            scans than a photo needs (`check_scans`).
+        ImageError: empty, not an image, another format, corrupt, larger than `max_pixels`, a PNG of more chunks
+            or a JPEG of more scans than a photo needs (`check_chunks`), or over the decoding budget (`DECODES`).
     """
     if not data:
         raise ImageError("empty file")
+    check_chunks(data)
     register_heif()
     try:
         with Image.open(io.BytesIO(data)) as pil:  # reads the header only, until pixels are asked for
@@ -152,15 +153,17 @@ def decode_photo(
                 raise ImageError(f"{width}x{height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)")
             if pil.format not in DECODED_FORMATS:
                 raise ImageError(f"{pil.format} pictures are not read; convert it to JPEG, PNG or HEIC")
-            exif = pil.getexif()
-            orientation = exif.get(ORIENTATION_TAG, 1)
             if pil.format in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs of some cameras
                 check_scans(data, width * height)
                 scale = jpeg_scale(width, height, min_side)
                 if scale > 1:
                     pil.draft("RGB", (width // scale, height // scale))  # libjpeg picks 1/scale for this
-            pil.load()  # the first frame of an animation; raises OSError on truncated data
-            return upright(to_rgb_array(pil), orientation), exif
+            with DECODES.hold(decoded_bytes(pil.mode, pil.size, max_side)):
+                pil.load()  # the first frame of an animation; raises OSError on truncated data
+                exif = pil.getexif()  # after the pixels: a PNG's may follow them (Pillow loads them to look)
+                image = upright(to_rgb_array(_reduced(pil, max_side)), exif.get(ORIENTATION_TAG, 1))
+                pil.close()  # its pixels go before their share of the budget is given back
+            return (shrink(image, max_side) if max_side else image), exif
     except ImageError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own guard, at twice its warning size
@@ -171,18 +174,27 @@ def decode_photo(
         raise ImageError(f"corrupt or truncated image ({err})") from err
 
 
-def check_scans(data: bytes, pixels: int) -> None:
-    """Refuse a JPEG whose scans would cost more decoding than any photo needs (see `MAX_JPEG_SCANS`).
-
-    Raises:
-        ImageError: more than `MAX_JPEG_SCANS` scans, or scans x pixels over `MAX_SCAN_PIXELS`.
-    """
-    scans = data.count(b"\xff\xda")  # start-of-scan markers; 0xFF inside entropy-coded data is stuffed as FF 00
-    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_SCAN_PIXELS:
-        raise ImageError(
-            f"a JPEG with {scans} scans at {pixels:,} pixels is refused: it would take more decoding than a photo "
-            f"needs (at most {MAX_JPEG_SCANS} scans and {MAX_SCAN_PIXELS:,} scan-pixels)"
+def _reduced(pil: Image.Image, max_side: int | None) -> Image.Image | np.ndarray:
+    """A loaded picture box-reduced by a whole factor to no less than `max_side` px on its longer side, in its own
+    mode (16-bit gray through OpenCV, which Pillow's `reduce` does not take), so that only the reduced picture is
+    converted to 8-bit RGB; as it is where no reduction is needed."""
+    factor = max(pil.size) // max_side if max_side else 1
+    if factor < 2:
+        return pil
+    if pil.mode.startswith("I;16"):  # in strips of ~4 MB: an array of the whole picture would be a second copy
+        width, band, rows = (
+            max(1, round(pil.width / factor)),
+            factor * max(1, (4 << 20) // (pil.width * 2 * factor)),
+            [],
         )
+        for top in range(0, pil.height, band):
+            strip = np.asarray(pil.crop((0, top, pil.width, min(top + band, pil.height))))
+            rows.append(cv2.resize(strip, (width, max(1, round(len(strip) / factor))), interpolation=cv2.INTER_AREA))
+        return np.concatenate(rows)  # uint16: to_rgb_array divides
+    if pil.mode not in REDUCIBLE:  # palettes, 1-bit, PA...: a palette keeps its transparency through RGBA
+        transparent = pil.mode == "PA" or "transparency" in pil.info
+        pil = pil.convert("RGBA" if transparent else "RGB")
+    return pil.reduce(factor)
 
 
 def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -205,22 +217,35 @@ def decode_bounded(data: bytes, max_side: int = MAX_SIDE) -> tuple[np.ndarray, f
     try:
         with Image.open(io.BytesIO(data)) as pil:  # the header only
             width, height = pil.size
-            if pil.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
+            if header_exif(pil).get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
                 width, height = height, width
     except (OSError, ValueError, Image.DecompressionBombError):  # decode_photo says what is wrong
         width = height = 0
     longer = max(width, height)
     min_side = -(-max_side * min(width, height) // longer) if longer > max_side else None
-    image = shrink(decode_image(data, min_side=min_side), max_side)
+    image = decode_image(data, min_side=min_side, max_side=max_side)
     return image, width / image.shape[1] if width else 1.0
 
 
-def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def header_exif(pil: Image.Image) -> Image.Exif:
+    """The EXIF an opened picture's header holds, no pixel decoded: a PNG's after its image data is not read
+    (Pillow's `getexif` decodes every pixel of a PNG without EXIF to look for it there)."""
+    return Image.Exif() if pil.format == "PNG" and "exif" not in pil.info else pil.getexif()
+
+
+def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES, root: str | Path | None = None) -> bytes:
     """A regular file's bytes, at most `max_bytes`, with the reason as an `ImageError` when it cannot be read.
 
     Only regular files are read: a FIFO would block forever and a link to /dev/zero would read until memory
     runs out. The file is opened without blocking and checked on the open descriptor, so it cannot be swapped.
+    With `root`, the file must be inside that folder once links are followed (a caption `a.txt` linking to
+    /etc/passwd is not read; a link to another file inside the folder is): checked before it is opened and
+    again on the open descriptor, where the system shows its path (/proc/self/fd), so no link swapped in
+    between is followed out.
     """
+    inside = None if root is None else os.path.realpath(root)
+    if inside is not None and not _within(os.path.realpath(path), inside):
+        raise ImageError("it links outside the indexed folder")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as err:
@@ -228,6 +253,9 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror or err}") from err
     try:
+        if inside is not None and os.path.exists(opened := f"/proc/self/fd/{fd}"):
+            if not _within(os.readlink(opened), inside):
+                raise ImageError("it links outside the indexed folder")
         kind = os.fstat(fd).st_mode
         if stat.S_ISDIR(kind):
             raise ImageError("unreadable: it is a folder")
@@ -246,6 +274,11 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def _within(path: str, folder: str) -> bool:
+    """Whether resolved `path` is inside resolved `folder`."""
+    return os.path.commonpath([path, folder]) == folder
+
+
 def read_image(path: str | Path, max_side: int | None = None, min_side: int | None = None) -> tuple[int, np.ndarray]:
     """Read and decode one file: (content id, upright RGB uint8 image).
 
@@ -257,8 +290,7 @@ def read_image(path: str | Path, max_side: int | None = None, min_side: int | No
         ImageError: with the reason (not found, unreadable, empty, not an image, corrupt, too large).
     """
     data = read_bytes(path)
-    image = decode_image(data, min_side=min_side)
-    return content_id(data), shrink(image, max_side) if max_side else image
+    return content_id(data), decode_image(data, min_side=min_side, max_side=max_side)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
@@ -317,4 +349,4 @@ class Thumbnails:
         data = read_bytes(source)
         if content_id(data) != image_id:
             raise ImageError("the file changed after it was indexed; index it again")
-        return self.write(image_id, decode_image(data, min_side=self.size))
+        return self.write(image_id, decode_image(data, min_side=self.size, max_side=MAX_SIDE))

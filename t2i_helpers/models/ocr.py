@@ -12,6 +12,9 @@ changes how they are run (each measured in notebook 06 and docs/performance.md):
                      towers (`onnx_towers.cached_session`: rebuilt when its sources change, never used stale)
     angle classifier skipped (it only turns upside-down crops; phone photos are upright after EXIF orientation)
     recognition      the crops of a whole batch of photos at once, sorted by width, REC_BATCH at a time
+    bounds           per photo: the input shrunk to MAX_INPUT_SIDE px, at most MAX_BOXES text boxes (the first in
+                     reading order), and MAX_SECONDS of recognition (crops not reached by then are not read):
+                     a text-dense 10,000 x 9,000 picture cannot hold the pass for a minute
 
 Example:
     >>> read_texts([rgb_photo])            # -> ["FRESH BAKERY open 7-19"]
@@ -23,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..config import default_data_dir
+from ..data.images import shrink
 from ..data.library import generate_library
 from .onnx_towers import GraphKey, cached_session, file_digest, open_session, quantize_static_int8, quiet
 
@@ -37,6 +42,10 @@ DETECTOR_SIDE = 736  # the detector's input, longer side
 REC_BATCH = 16  # crops per recognizer pass
 MIN_SCORE = 0.5  # recognized text below this confidence is dropped (RapidOCR's text_score)
 CALIBRATION_PHOTOS = 16  # generated text photos the int8 detector is calibrated on
+MAX_INPUT_SIDE = 2000  # a larger photo is shrunk to this first (RapidOCR's own cap for detection)
+MAX_BOXES = 150  # text boxes read per photo, the first in reading order (a receipt has ~40)
+MAX_SECONDS = 10.0  # recognition time per photo (~0.06 s a box here): crops not reached by then are not read
+REC_CHUNK = 4 * REC_BATCH  # crops given to the recognizer per call, the time checked between calls
 
 
 class OcrError(RuntimeError):
@@ -91,18 +100,26 @@ class TextReader:
     Args:
         side: the detector input's longer side in pixels.
         int8: the int8 detector (built and cached on first use) instead of the fp32 graph.
+        max_boxes: the most text boxes read in one photo.
+        max_seconds: the most recognition time per photo of a call (on average over its photos).
         threads: ONNX Runtime threads per session (2: the machines the course runs on).
         cache_dir: where the int8 detector is cached (`<data_dir>/cache`).
     """
 
     def __init__(
-        self, side: int = DETECTOR_SIDE, int8: bool = True, threads: int = 2, cache_dir: str | Path | None = None
+        self,
+        side: int = DETECTOR_SIDE,
+        int8: bool = True,
+        threads: int = 2,
+        cache_dir: str | Path | None = None,
+        max_boxes: int = MAX_BOXES,
+        max_seconds: float = MAX_SECONDS,
     ) -> None:
         rapid = _package()
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
         from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
 
-        self.side = side
+        self.side, self.max_boxes, self.max_seconds = side, max_boxes, max_seconds
         self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
         self.detector = self._int8_detector(threads) if int8 else open_session(model_path("det"), threads)
         self.boxes = DBPostProcess(thresh=0.3, box_thresh=0.5, max_candidates=1000, unclip_ratio=1.6, use_dilation=True)
@@ -121,12 +138,12 @@ class TextReader:
         )
 
     def detect(self, image: np.ndarray) -> list[np.ndarray]:
-        """Text boxes in `image` (RGB), in its own pixel coordinates, in reading order."""
+        """Text boxes in `image` (RGB), in its own pixel coordinates, in reading order: at most `max_boxes`."""
         x = detector_input(image, self.side)
         pred = self.detector.run(None, {self.detector.get_inputs()[0].name: x})[0]
         boxes, _ = self.boxes(pred, image.shape[:2])
         kept = [box for box in boxes if min(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[0] - box[3])) > 3]
-        return self._sort(np.array(kept)) if kept else []
+        return list(self._sort(np.array(kept)))[: self.max_boxes] if kept else []
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[str]:
         """The words read in each RGB uint8 photo, in reading order, space-separated ("" where none)."""
@@ -134,13 +151,19 @@ class TextReader:
         for index, image in enumerate(images):  # checked first: a bad photo fails before any work is done
             if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise OcrError(f"photo {index} is not an RGB uint8 array (shape {getattr(image, 'shape', None)})")
+        deadline = time.monotonic() + self.max_seconds * len(images)
         try:
             for index, image in enumerate(images):
+                image = shrink(image, MAX_INPUT_SIDE)
                 bgr = np.ascontiguousarray(image[..., ::-1])
                 for box in self.detect(image):
                     crops.append(crop(bgr, box))
                     owners.append(index)
-            results, _ = self.recognizer(crops) if crops else ([], 0.0)
+            results = []
+            for lo in range(0, len(crops), REC_CHUNK):  # what is not reached by the deadline is not read
+                if time.monotonic() > deadline:
+                    break
+                results += self.recognizer(crops[lo : lo + REC_CHUNK])[0]
         except Exception as err:  # onnxruntime's and RapidOCR's errors: one sentence, not their traceback
             raise OcrError(f"reading text failed in the OCR models ({type(err).__name__}: {err})") from None
         words: list[list[str]] = [[] for _ in images]

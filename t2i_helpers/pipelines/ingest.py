@@ -21,6 +21,7 @@ from ..config import Config
 from ..data.exif import header_metadata
 from ..data.images import Thumbnails
 from ..models.encoders import Encoder
+from ..store.collection import fit_int64
 from ..store.image_store import ImageStore
 from .operators import (  # importing operators registers them with Towhee
     IngestReport,
@@ -131,33 +132,38 @@ def list_files(
     `thumbnails`); unless `verify`, files stored with the same size and modification time are counted unchanged
     and not read.
 
-    A file whose name is not valid UTF-8 (Milvus stores text as UTF-8) is a reported skip, never the end of the run.
+    A file whose name is not valid UTF-8 (Milvus stores text as UTF-8) is a reported skip, never the end of the run;
+    so is a caption the folder scan did not read (`rows.attrs["skipped"]`, `datasets.scan_folder`).
 
     Returns:
         (all the records, the records to read); `report` counts what was removed, unchanged and skipped.
     """
-    records, misnamed = [], []
+    records, skipped = [], [Skipped(*s) for s in rows.attrs.get("skipped", [])]
     for row in rows[["path", "label", "caption"]].to_dict("records"):
         try:
             row["path"].encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes in a name reach Python as lone surrogates
             shown = row["path"].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            misnamed.append(Skipped(shown, "its name is not valid UTF-8, which Milvus cannot store: rename it"))
+            skipped.append(Skipped(shown, "its name is not valid UTF-8, which Milvus cannot store: rename it"))
             continue
         records.append({**row, **file_state(row["path"])})
-    report.add(skipped=misnamed)
+    report.add(skipped=skipped)
     if sync_root is not None:
         report.removed = remove_missing(store, {r["path"] for r in records}, sync_root, thumbnails)
     return records, records if verify else skip_unchanged(records, store, report)
 
 
 def file_state(path: str) -> dict[str, int]:
-    """A file's size and modification time (ns) as stored beside its row; -1 for a file that cannot be seen."""
+    """A file's size and modification time (ns) as stored beside its row; -1 for a file that cannot be seen.
+
+    A time beyond what INT64 nanoseconds hold (before 1677, after 2262-04-11: tar and zip keep such times) is
+    stored as the nearest it holds (`fit_int64`): the next run compares it alike, and the photo has no time.
+    """
     try:
         stat = os.stat(path)
     except OSError:  # reading it will say why
         return {"size": -1, "mtime_ns": -1}
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"size": stat.st_size, "mtime_ns": fit_int64(stat.st_mtime_ns)}
 
 
 def skip_unchanged(records: list[dict], store: ImageStore, report: IngestReport) -> list[dict]:

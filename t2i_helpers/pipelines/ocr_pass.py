@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.images import ImageError, content_id, decode_image, read_bytes
+from ..models.ocr import MAX_INPUT_SIDE
 from ..store.image_store import ImageStore
 from .operators import Skipped
 
@@ -67,25 +68,41 @@ def read_text(
     """Read and store the text of every stored photo (under `root`) that has none read yet.
 
     A file that is gone, unreadable or no longer the image stored is a reported skip and stays unread (a later
-    index of its folder brings its row up to date). Resumable: each batch is stored before the next is read.
+    index of its folder brings its row up to date); so is a photo the reader fails on (`read_each`). Resumable:
+    each batch is stored before the next is read.
     """
     report, rows = OcrReport(), unread(store, root)
     for lo in tqdm(range(0, len(rows), batch_size), unit="batch", desc="ocr", disable=not progress):
-        images, ids = [], []
+        images, ids, paths = [], [], []
         for row in rows[lo : lo + batch_size]:
             try:
                 data = read_bytes(row["path"])
                 if content_id(data) != int(row["id"]):
                     raise ImageError("the file changed after it was indexed; index its folder again")
-                images.append(decode_image(data))
+                images.append(decode_image(data, max_side=MAX_INPUT_SIDE))  # what the reader reads at most
                 ids.append(int(row["id"]))
+                paths.append(row["path"])
             except ImageError as err:
                 report.skipped.append(Skipped(row["path"], str(err)))
-        if not images:
+        texts = read_each(reader, images, paths, report) if images else []
+        ids = [i for i, text in zip(ids, texts) if text is not None]
+        texts = [text for text in texts if text is not None]
+        if not ids:
             continue
-        texts = reader(images)
         store.update({i: {"ocr_text": " ".join(text.split())} for i, text in zip(ids, texts)})
         store.flush()
         report.read += len(ids)
         report.with_text += sum(bool(t.strip()) for t in texts)
     return report
+
+
+def read_each(reader: Reader, images: list[np.ndarray], paths: list[str], report: OcrReport) -> list[str | None]:
+    """The text `reader` reads in each photo of a batch; where it raises, each photo again on its own, and a photo
+    it still raises on is a reported skip (None): one photo never stops the pass."""
+    try:
+        return list(reader(images))
+    except Exception as err:  # OcrError, or anything else a reader raises
+        if len(images) == 1:
+            report.skipped.append(Skipped(paths[0], f"the text could not be read ({type(err).__name__}: {err})"))
+            return [None]
+    return [text for image, path in zip(images, paths) for text in read_each(reader, [image], [path], report)]

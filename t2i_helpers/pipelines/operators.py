@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resou
     from towhee import ops, pipe, register  # noqa: F401  (ops and pipe are re-exported to pipelines)
 
 from ..data.exif import header_metadata, photo_metadata
-from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes, shrink
+from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes
 from ..models.encoders import Encoder
 from ..store.filters import Filters
 from ..store.image_store import Hit, ImageStore
@@ -164,8 +164,7 @@ def decode_file(
     """A file's bytes decoded upright at the scale the encoder reads (thumbnail written), or why not; the row gets
     what the header Pillow parsed on the way says (time taken, camera, place: `exif.photo_metadata`)."""
     try:
-        image, exif = decode_photo(data, min_side=min_side)
-        image = shrink(image, MAX_SIDE)
+        image, exif = decode_photo(data, min_side=min_side, max_side=MAX_SIDE)
         row = {**row, **photo_metadata(exif, row.get("mtime_ns", -1))}
         if thumbnails is not None:
             thumbnails.write(row["id"], image)

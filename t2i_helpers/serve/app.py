@@ -22,13 +22,14 @@ import gradio as gr
 from fastapi import FastAPI, HTTPException
 from PIL import Image
 from pymilvus.exceptions import MilvusException
+from starlette.routing import Mount
 
 from ..data.images import ImageError, read_bytes
 from ..engine import SearchEngine
 from ..explore.widgets import thumbnail
 from ..store.filters import Filters
 from ..store.image_store import Hit, StoreError
-from .auth import SIGN_IN_MESSAGE, UI_PATH, sign_in
+from .auth import SIGN_IN_MESSAGE, UI_PATH, SignedInStreams, sign_in
 from .uploads import decode_upload
 
 ALL_CATEGORIES = "all categories"
@@ -260,7 +261,7 @@ def mount_app(
     Example:
         >>> app = mount_app(create_api(engine), engine)     # API at /, page at /ui
     """
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         create_app(engine, max_upload_bytes=max_upload_bytes),
         path=path,
@@ -270,3 +271,7 @@ def mount_app(
         auth=sign_in(api_key) if api_key else None,
         auth_message=SIGN_IN_MESSAGE if api_key else None,
     )
+    if api_key:  # Gradio's heartbeat stream does not ask for the sign-in: it needs the session here
+        mount = next(route for route in app.routes if isinstance(route, Mount) and route.path == path)
+        mount.app = SignedInStreams(mount.app)
+    return app

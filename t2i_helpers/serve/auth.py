@@ -9,8 +9,9 @@ key once in Gradio's sign-in form (any user name, the key as password) and keeps
 
 `RequestGuard` runs before routing and before a byte of a body is read: it refuses a request without the key
 (so an anonymous 300 MB upload is never parsed or spooled to disk), a `Host` the server does not answer to
-(DNS rebinding: a web page whose name is made to resolve to 127.0.0.1), and a state-changing request sent by
-another site's page (a cross-origin form post needs no CORS preflight).
+(DNS rebinding: a web page whose name is made to resolve to 127.0.0.1; the header parsed strictly,
+`host_name`), and a state-changing request sent by another site's page (a cross-origin form post needs no CORS
+preflight).
 
 Example:
     >>> app = create_api(engine, api_key="s3cret-key-123")
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import string
 from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
@@ -29,6 +31,7 @@ from fastapi import HTTPException, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
@@ -39,6 +42,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 UI_PATH = "/ui"  # where the web app lives; it signs in by itself
 OPEN_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")  # no key needed
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# A Host header (RFC 9110 7.2): a DNS name or IPv4 address, or an IPv6 literal in brackets, then an optional port.
+_AUTHORITY = re.compile(
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?))(?::(?P<port>[0-9]{1,5}))?"
+)
 
 
 def check_api_key(key: str) -> str:
@@ -93,12 +100,23 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def host_name(authority: str) -> str:
-    """The host of a `Host` header or URL authority, without the port; IPv6 literals without brackets."""
-    host = authority.rsplit("@", 1)[-1]
-    if host.startswith("["):
-        return host[1 : host.find("]")].lower()
-    return host.split(":", 1)[0].lower()
+def host_name(authority: str) -> str | None:
+    """The host of a `Host` header, without the port, IPv6 literals without brackets; None unless it is exactly a
+    host (a DNS name or an address) with an optional port: no user part, second port, trailing bytes or spaces.
+
+    Example:
+        >>> host_name("[::1]:8000"), host_name("evil.com@localhost"), host_name("localhost:80:evil")
+        ('::1', None, None)
+    """
+    found = _AUTHORITY.fullmatch(authority)
+    if found is None or (found["port"] is not None and int(found["port"]) > 65535):
+        return None
+    if found["ipv6"] is None:
+        return found["name"].lower()
+    try:
+        return str(ipaddress.IPv6Address(found["ipv6"]))
+    except ValueError:
+        return None
 
 
 def allowed_hosts(bound: str, extra: Collection[str] = ()) -> tuple[str, ...]:
@@ -154,3 +172,26 @@ class RequestGuard:
             return  # a refused websocket is closed unanswered
         status, detail = refused
         await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
+class SignedInStreams:
+    """ASGI wrapper of the mounted web app (Gradio) that answers 401 on its long-lived routes without a signed-in
+    session: Gradio's heartbeat stream asks for no sign-in and would hold an anonymous connection open for as
+    long as the client likes. The session is Gradio's own (its cookie, looked up in its `tokens`).
+
+    Args:
+        app: the Gradio app that `gr.mount_gradio_app` mounted (it holds `cookie_id` and `tokens`).
+        streams: path parts of the routes that need a session.
+    """
+
+    def __init__(self, app: ASGIApp, streams: Collection[str] = ("/gradio_api/heartbeat/",)) -> None:
+        self.app, self.streams = app, tuple(streams)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(part in scope["path"] for part in self.streams):
+            cookies, cookie_id = Request(scope).cookies, self.app.cookie_id
+            token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+            if self.app.tokens.get(token) is None:
+                await JSONResponse({"detail": "sign in first"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import os
 import sys
 import threading
@@ -27,6 +29,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import Config
 from ..engine import NoIndexError, SearchEngine
@@ -45,6 +48,60 @@ from .auth import (
 # loop, the search batcher and the pipeline's threads hand each request on several times: under 8 concurrent
 # clients a 1 ms slice answered ~25% more searches/s than 5 ms (docs/performance.md, "Serving under load").
 GIL_SWITCH_S = 0.001
+HEADER_TIMEOUT_S = 10.0  # a request's line and headers must all arrive within this, or the connection is closed
+IDLE_TIMEOUT_S = 5.0  # a connection with no request on it is closed after this (uvicorn's keep-alive timeout)
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline on each request's line and headers.
+
+    uvicorn closes a connection idle between requests (`timeout_keep_alive`) but waits for a request's headers as
+    long as bytes keep coming: 300 clients each sending a header line every 4 s held 300 connections. Here the
+    headers must be complete `header_timeout` seconds after the request's first byte (or the connection's
+    opening); then the body and the answer take as long as the route needs.
+    """
+
+    def __init__(self, *args, header_timeout: float = HEADER_TIMEOUT_S, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self._deadline, self._before = header_timeout, None, None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._start_deadline()  # the first bytes of the next request on a kept-alive connection
+        super().data_received(data)
+        if self._deadline is not None and self.cycle is not self._before:  # its headers are in: a request runs
+            self._stop_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def _start_deadline(self) -> None:
+        self._before = self.cycle
+        self._deadline = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        upgraded = self.transport.get_protocol() is not self  # a websocket took the connection over
+        if self.cycle is self._before and not upgraded and not self.transport.is_closing():
+            self.transport.close()
+
+
+def timeouts(header_timeout: float = HEADER_TIMEOUT_S) -> dict:
+    """uvicorn's options for `t2i serve` and `BackgroundServer`: h11 with the header deadline, the idle timeout."""
+    return {
+        "http": functools.partial(BoundedH11Protocol, header_timeout=header_timeout),
+        "timeout_keep_alive": IDLE_TIMEOUT_S,
+    }
 
 
 class BackgroundServer:
@@ -54,6 +111,7 @@ class BackgroundServer:
         app: the ASGI app, e.g. `create_api(engine)`.
         host: the interface; 127.0.0.1 keeps it on this machine.
         port: 0 picks a free port; `url` says which once `start()` returns.
+        header_timeout: seconds a request's line and headers may take to arrive (`BoundedH11Protocol`).
 
     Example:
         >>> with BackgroundServer(create_api(engine)) as server:
@@ -61,8 +119,9 @@ class BackgroundServer:
         {'status': 'ok'}
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning", access_log=False)
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, header_timeout: float = HEADER_TIMEOUT_S) -> None:
+        quiet = {"log_config": None, "log_level": "warning", "access_log": False}
+        config = uvicorn.Config(app, host=host, port=port, **quiet, **timeouts(header_timeout))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="t2i-server", daemon=True)
         self.url = ""  # the base URL, e.g. http://127.0.0.1:40123, once started
@@ -218,7 +277,7 @@ def run_serve(args: argparse.Namespace) -> int:
         elif not is_loopback(args.host):
             print("t2i: warning: reachable from other machines, with no API key (--insecure)", file=sys.stderr)
         sys.setswitchinterval(GIL_SWITCH_S)
-        uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=args.access_log)
+        uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=args.access_log, **timeouts())
     finally:
         engine.close()
     return 0

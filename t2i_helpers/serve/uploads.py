@@ -20,13 +20,14 @@ from pydantic import WithJsonSchema
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..data.images import ImageError, decode_image, shrink
+from ..data.bounds import check_chunks
+from ..data.images import MAX_SIDE, ImageError, decode_image
 
 # What an upload may be: the declared content type and the format Pillow finds must both be in here.
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
                  "BMP": "image/bmp", "TIFF": "image/tiff"}  # fmt: skip
 MULTIPART_OVERHEAD = 64 << 10  # boundaries and part headers, per request
-MAX_UPLOAD_PIXELS = 50_000_000  # a decoded upload is at most 150 MB of RGB, however small its file
+MAX_UPLOAD_PIXELS = 50_000_000  # an upload is at most 50 MP, however small its file (memory: `bounds.DECODES`)
 # An uploaded picture: a file part. Spelled `format: binary` in OpenAPI (3.1 writes it `contentMediaType:
 # application/octet-stream` too), the spelling test tools draw files for; which types: `encoding.contentType`.
 Picture = Annotated[UploadFile, WithJsonSchema({"type": "string", "format": "binary"})]
@@ -70,21 +71,25 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 def decode_upload(name: str, data: bytes) -> tuple[str, np.ndarray]:
     """(format, RGB array shrunk for the model) of uploaded bytes: the one check of the API and the web app.
 
-    The format is read from the header and checked before anything is decoded; decoding is bounded in pixels
-    and, for JPEGs, in scans (`images.decode_image`). 422 if not a usable picture, 415 if another format.
+    The format is read from the header and checked before anything is decoded; decoding is bounded in pixels,
+    in PNG chunks, for JPEGs in scans, and in memory by the process's one decoding budget (`images.decode_image`,
+    the same as ingest's). 422 if not a usable picture, 415 if another format.
     """
     try:
+        check_chunks(data)  # before Pillow walks a PNG's chunks to find its header
         with Image.open(io.BytesIO(data)) as header:  # the header only
             found = header.format
+    except ImageError as err:
+        raise HTTPException(422, f"{name}: {err}") from err
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise HTTPException(422, f"{name}: not an image file or unsupported format") from err
     if found not in IMAGE_FORMATS:
         raise HTTPException(415, f"{name}: {found} pictures are not accepted; send JPEG, PNG, WebP, GIF, BMP or TIFF")
     try:
-        image = decode_image(data, max_pixels=MAX_UPLOAD_PIXELS)
+        image = decode_image(data, max_pixels=MAX_UPLOAD_PIXELS, max_side=MAX_SIDE)
     except ImageError as err:
         raise HTTPException(422, f"{name}: {err}") from err
-    return found, shrink(image)
+    return found, image
 
 
 def caption_from(name: str) -> str:

@@ -14,7 +14,7 @@ import json
 
 from pymilvus import DataType, MilvusClient
 
-from ..data.exif import NO_OFFSET, NO_TIME
+from ..data.exif import INT64_MAX, NO_OFFSET, NO_TIME
 from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, row_keywords
 
 # 2 added size, mtime_ns and (where supported) keywords; 3 the photo fields. Versions 1 and 2 are migrated on open.
@@ -39,6 +39,7 @@ PHOTO_FIELDS = {
     "ocr_key": "",
     "ocr_read": False,
 }
+INT_FIELDS = ("id", *FILE_FIELDS, "taken_at", "taken_offset")  # INT64 in Milvus: a larger value fails the insert
 MAX_OCR_BYTES = 4096
 KEYS_CAPACITY = 6  # names in camera_keys (make, its first word, model, model without make, both) and place_keys
 INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
@@ -50,6 +51,12 @@ class StoreError(RuntimeError):
 
 class EncoderMismatchError(StoreError):
     """The collection was built with another encoder or dimension."""
+
+
+def fit_int64(value: int) -> int:
+    """`value` clamped into Milvus's INT64 (a file dated after 2262-04-11 has more nanoseconds than it holds: its
+    time is stored as the largest, which `exif.photo_metadata` reads as no time)."""
+    return max(-INT64_MAX - 1, min(INT64_MAX, int(value)))
 
 
 def clip_text(text: str, max_bytes: int) -> str:
@@ -119,7 +126,7 @@ class CollectionLayout:
             for field, unknown in {**dict.fromkeys(FILE_FIELDS, -1), **PHOTO_FIELDS}.items():
                 row.setdefault(field, unknown)
         for lo in range(0, len(rows), INSERT_CHUNK):
-            self.client.upsert(target, self._with_keywords(rows[lo : lo + INSERT_CHUNK]))
+            self.client.upsert(target, self._stored(rows[lo : lo + INSERT_CHUNK]))
         self.client.flush(target)
         if self._count(target) != len(rows):
             raise StoreError(
@@ -176,10 +183,14 @@ class CollectionLayout:
         self.client.create_index(name, self._vector_index("FLAT" if found else self.config.index_type))
         return self.config.metric
 
-    def _with_keywords(self, rows: list[dict]) -> list[dict]:
-        """`rows` with the words of each one's path and text as its keywords, where the collection has that field."""
-        if self.meta.get("keywords"):
-            for row in rows:
+    def _stored(self, rows: list[dict]) -> list[dict]:
+        """`rows` as Milvus is given them: every integer field within INT64 (`fit_int64`), and the words of each
+        one's path and text as its keywords, where the collection has that field."""
+        for row in rows:
+            for field in INT_FIELDS:
+                if field in row:
+                    row[field] = fit_int64(row[field])
+            if self.meta.get("keywords"):
                 row[KEYWORD_FIELD] = clip_text(row_keywords(row["path"], row.get("ocr_text", "")), MAX_KEYWORD_BYTES)
         return rows
 

@@ -132,7 +132,7 @@ class ImageStore(CollectionLayout):
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
         ]
         self._places = None
-        return int(self.client.upsert(self.collection, self._with_keywords(data))["upsert_count"])
+        return int(self.client.upsert(self.collection, self._stored(data))["upsert_count"])
 
     def flush(self) -> None:
         """Seal inserted rows: counts are exact and searches use the index (fast) afterwards."""
@@ -182,7 +182,7 @@ class ImageStore(CollectionLayout):
                 row.update(ocr_key=clip_text(text_key(row["ocr_text"]), MAX_OCR_BYTES), ocr_read=True)
             updated.append(row)
         if updated:
-            self.client.upsert(self.collection, self._with_keywords(updated))
+            self.client.upsert(self.collection, self._stored(updated))
         self._places = None
 
     def scan(
