@@ -29,20 +29,12 @@ from PIL import Image
 from search import child_pids, rss_mb  # benchmarks/search.py: RSS from /proc
 
 from t2i_helpers.data.datasets import load_bundled
+from t2i_helpers.models.cpu import describe
 
 T2I = str(Path(sys.executable).with_name("t2i"))
 SIDE = (8000, 6250)  # 50,000,000 pixels: the upload limit
 CLIENTS = 8
 TARGET_MB = 1536
-SIMD = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8")
-
-
-def cpu_line() -> str:
-    """The CPU model and the SIMD flags it has, from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"CPU: {model}; SIMD: {' '.join(f for f in SIMD if f in flags) or 'none of ' + ', '.join(SIMD)}"
 
 
 def pictures() -> dict[str, tuple[str, bytes, str]]:
@@ -75,7 +67,7 @@ def free_port() -> int:
 
 
 def main() -> None:
-    print(cpu_line())
+    print(describe(), flush=True)  # first: which CPU the figures below come from
     made = pictures()
     for name, (_, data, _) in made.items():
         print(f"{name}: {SIDE[0]}x{SIDE[1]} in {len(data) / 2**20:.2f} MB")

@@ -229,8 +229,8 @@ def test_the_web_page_refuses_a_pixel_bomb_like_the_api(server, tmp_path):
     started = time.perf_counter()
     with PeakRss() as memory:
         _, status = client.predict(  # the gallery and the status line (the state stays on the server)
-            handle_file(str(bomb)), 5, "all categories", False, "", "", "", "", "", api_name="/by_image"
-        )  # the picture, k, category, literal, then after, before, place, camera and text (no filter)
+            handle_file(str(bomb)), 5, "all categories", False, "", "", "", "", "", "", api_name="/by_image"
+        )  # the picture, k, category, literal, then after, before, place, camera, text and person (no filter)
     elapsed = time.perf_counter() - started
     print(f"web page pixel bomb: {elapsed:.2f} s, peak RSS growth {memory.peak:.0f} MB")
     assert "over the 50,000,000-pixel limit" in status

@@ -50,6 +50,9 @@ from .auth import (
 GIL_SWITCH_S = 0.001
 HEADER_TIMEOUT_S = 10.0  # a request's line and headers must all arrive within this, or the connection is closed
 IDLE_TIMEOUT_S = 5.0  # a connection with no request on it is closed after this (uvicorn's keep-alive timeout)
+# On stop, requests still running (a page's event stream never ends) get this long before they are cut off: a
+# test server held by a Gradio client's stream outlasted BackgroundServer.stop's 30 s join, thread left running.
+GRACEFUL_STOP_S = 5.0
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -97,10 +100,12 @@ class BoundedH11Protocol(H11Protocol):
 
 
 def timeouts(header_timeout: float = HEADER_TIMEOUT_S) -> dict:
-    """uvicorn's options for `t2i serve` and `BackgroundServer`: h11 with the header deadline, the idle timeout."""
+    """uvicorn's options for `t2i serve` and `BackgroundServer`: h11 with the header deadline, the idle timeout,
+    a bounded wait for running requests on stop."""
     return {
         "http": functools.partial(BoundedH11Protocol, header_timeout=header_timeout),
         "timeout_keep_alive": IDLE_TIMEOUT_S,
+        "timeout_graceful_shutdown": GRACEFUL_STOP_S,
     }
 
 
