@@ -152,6 +152,8 @@ def _find_place(words: list[str], places: set[str]) -> tuple[int, int, str] | No
     preposition before capitalized, and by the names stored before those other languages give them (looked up
     only then)."""
     stored = frozenset(places)
+    if not stored:  # nothing to find: and no loading GeoNames' other names (~1.3 s a process) to look it up
+        return None
     after_preposition = [bool(_preposition_before(words, i)) for i in range(len(words))]
     capitalized = [w[:1].isupper() and not (i and words[i - 1].lower() in ARTICLES) for i, w in enumerate(words)]
     for written in (after_preposition, capitalized):
