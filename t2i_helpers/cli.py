@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info, _RECORDED)
 
+    move = commands.add_parser(
+        "move", help="move the collection to another text tower (no photo is read again; run again if cut off)"
+    )
+    _store_options(move, "the encoder to move to (default: the default encoder)")
+
     from .measure.evaluate import add_eval_command
     from .serve.server import add_serve_command
 
@@ -188,6 +193,12 @@ def _people(engine, args: argparse.Namespace) -> None:
                 print(f"{person.id:>5}  {person.name or '-':<20}  {person.photos:>5} photos  {thumbnail}")
 
 
+def _moved(done: int, total: int) -> None:
+    print(f"\rmoving: {done}/{total} rows", end="", file=sys.stderr, flush=True)
+    if done >= total:
+        print(file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
     parser = build_parser()
@@ -218,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
+            return 0
+        if args.command == "move":
+            from .store.move import move_collection
+
+            config = _config(args)
+            done = move_collection(config, config.encoder, progress=_moved)
+            print(
+                f"moved {done.moved} rows ({done.recovered} with classes recovered from their vectors) to "
+                f"{done.target}: {done.rows} rows, photos decoded {done.photos_decoded}, {done.seconds:.1f} s",
+            )
             return 0
         from .engine import SearchEngine
 

@@ -53,7 +53,7 @@ def version_2_collection(uri: str, rows: list[dict], dim: int, encoder_name: str
 KILLED_MID_COPY = """
 import json, os, signal
 from t2i_helpers.config import Config
-from t2i_helpers.store.collection import PHOTO_FIELDS
+from t2i_helpers.store.collection import CLASS_FIELDS, PHOTO_FIELDS
 from t2i_helpers.store.image_store import ImageStore
 from tests.test_schema3 import BACKUP, version_2_collection
 rows = json.load(open({rows!r}))
@@ -64,7 +64,7 @@ store._copy_rows("t2i_images", BACKUP)
 store.client.drop_collection("t2i_images")
 store._create("t2i_images")
 half = store.scan(["id", "path", "label", "caption", "size", "mtime_ns", "embedding"], collection=BACKUP)[:3]
-store.client.upsert("t2i_images", store._stored([{{**dict(r), **PHOTO_FIELDS}} for r in half]))
+store.client.upsert("t2i_images", store._stored([{{**dict(r), **PHOTO_FIELDS, **CLASS_FIELDS}} for r in half]))
 store.client.flush("t2i_images")
 os.kill(os.getpid(), signal.SIGKILL)  # ... and killed while copying the rows back
 """
@@ -94,7 +94,7 @@ def test_a_schema_2_collection_killed_mid_migration_loses_no_row_and_reads_heade
     assert killed.returncode == -9, killed.stderr
 
     store = ImageStore.open(Config(uri=uri), encoder)  # finishes the migration
-    assert store.info()["schema_version"] == SCHEMA_VERSION == 3 and store.count() == len(paths)
+    assert store.info()["schema_version"] == SCHEMA_VERSION == 4 and store.count() == len(paths)
     assert not store.client.has_collection(BACKUP)
     for image_id, vector in vectors.items():  # every vector came along: nothing re-embedded
         assert store.search(vector[None, :], top_k=1)[0][0].id == image_id

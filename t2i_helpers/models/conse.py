@@ -302,10 +302,19 @@ class ConSEEncoder:
         return self.embed_probabilities(softmax(logits))
 
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
+        """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, dim]`."""
+        return self.encode_images_with_classes(images)[0]
+
+    def encode_images_with_classes(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[dict]]:
+        """The images' embeddings `[n, dim]` and, for each, what the image model said as the store keeps it:
+        `{"classes": [ids], "class_weights": [weights]}` (`top_classes`)."""
         logits = self.image_logits(images)
-        embeddings = self.embed_logits(logits)
-        return self.head.apply(embeddings, logits) if self.head else embeddings
+        ids, weights = self.top_classes(softmax(logits))
+        embeddings = self.embed_classes(ids, weights)
+        if self.head:
+            embeddings = self.head.apply(embeddings, logits)
+        said = [{"classes": i, "class_weights": w} for i, w in zip(ids.tolist(), weights.tolist())]
+        return embeddings, said
 
     def truncate_text(self, text: str) -> str:
         """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""
