@@ -15,6 +15,7 @@ import json
 from pymilvus import DataType, MilvusClient
 
 from ..data.exif import INT64_MAX, NO_OFFSET, NO_TIME
+from .filters import text_key
 from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, row_keywords
 
 # 2 added size, mtime_ns and (where supported) keywords; 3 the photo fields; 4 the image model's top classes.
@@ -135,13 +136,15 @@ class CollectionLayout:
         self.client.drop_collection(self._backup)
 
     def _copy_rows(self, source: str, target: str) -> None:
-        """Upsert every row of `source` into `target` (fields `source` lacks are not known); check the count."""
+        """Upsert every row of `source` into `target` (fields `source` lacks are not known, the text read in a photo
+        keyed again as `filters.text_key` matches it now); check the count."""
         has = {f["name"] for f in self.client.describe_collection(source)["fields"]}
         wanted = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS, *CLASS_FIELDS, "embedding"]
         rows = [dict(row) for row in self.scan([f for f in wanted if f in has], collection=source)]
         for row in rows:
             for field, unknown in {**dict.fromkeys(FILE_FIELDS, -1), **PHOTO_FIELDS, **CLASS_FIELDS}.items():
                 row.setdefault(field, unknown)
+            row["ocr_key"] = clip_text(text_key(row["ocr_text"]), MAX_OCR_BYTES)  # as this t2i matches: accents too
         for lo in range(0, len(rows), INSERT_CHUNK):
             self.client.upsert(target, self._stored(rows[lo : lo + INSERT_CHUNK]))
         self.client.flush(target)
@@ -168,8 +171,7 @@ class CollectionLayout:
         for field in FILE_FIELDS:
             schema.add_field(field, DataType.INT64)
         add_photo_fields(schema)
-        schema.add_field("classes", DataType.ARRAY, element_type=DataType.INT32, max_capacity=CLASSES_CAPACITY)
-        schema.add_field("class_weights", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=CLASSES_CAPACITY)
+        add_class_fields(schema)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
         index = self._vector_index(self.config.index_type)
         if self.meta["keywords"]:
@@ -231,3 +233,9 @@ def add_photo_fields(schema) -> None:
     schema.add_field("ocr_text", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
     schema.add_field("ocr_key", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
     schema.add_field("ocr_read", DataType.BOOL)
+
+
+def add_class_fields(schema) -> None:
+    """Add the schema-4 fields (`CLASS_FIELDS`): the image model's top class ids and their weights."""
+    schema.add_field("classes", DataType.ARRAY, element_type=DataType.INT32, max_capacity=CLASSES_CAPACITY)
+    schema.add_field("class_weights", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=CLASSES_CAPACITY)
