@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = move_collection(config, config.encoder, progress=_moved)
             print(
                 f"moved {done.moved} rows ({done.recovered} with classes recovered from their vectors) to "
-                f"{done.target}: {done.rows} rows, photos decoded {done.photos_decoded}, {done.seconds:.1f} s",
+                f"{done.target}: {done.rows} rows, no photo read, {done.seconds:.1f} s",
             )
             return 0
         from .engine import SearchEngine

@@ -12,7 +12,7 @@ and filled from `__moving`, which is dropped last. Run again after a cut-off, th
 
 Example:
     >>> report = move_collection(Config(), "conse-effnet-use")
-    >>> report.rows, report.photos_decoded
+    >>> report.rows, report.recovered                     # rows of schema 3 have no classes stored
     (785, 0)
 """
 
@@ -37,12 +37,11 @@ MAX_RESIDUAL = 1e-3  # a recovered mix further than this from the vector was not
 
 class MoveReport(NamedTuple):
     """What a move did: rows in the collection, rows re-projected by this run, of those how many had their classes
-    recovered from their vectors, photos decoded (always 0), seconds, and the encoders."""
+    recovered from their vectors, seconds, and the encoders."""
 
     rows: int
     moved: int
     recovered: int
-    photos_decoded: int
     seconds: float
     source: str
     target: str
@@ -108,7 +107,7 @@ def move_collection(config: Config, encoder: str, progress: Callable[[int, int],
         return _finish(config, temp_config, moving, start, moved=0, recovered=0)  # cut off after the drop
     source_spec = meta.get("encoder_spec", meta["encoder"])
     if meta["encoder"] == target.name:
-        return MoveReport(0, 0, 0, 0, time.perf_counter() - start, meta["encoder"], target.name)
+        return MoveReport(0, 0, 0, time.perf_counter() - start, meta["encoder"], target.name)
     if moving is not None and moving["encoder"] != target.name:
         raise StoreError(
             f"a move of {config.collection!r} to {moving['encoder']!r} was cut off: finish it with "
@@ -188,4 +187,4 @@ def _finish(
         new.client.drop_collection(temp_config.collection)
     finally:
         new.close()
-    return MoveReport(rows, moved, recovered, 0, time.perf_counter() - start, source, moving["encoder"])
+    return MoveReport(rows, moved, recovered, time.perf_counter() - start, source, moving["encoder"])
