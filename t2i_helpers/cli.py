@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .config import Config
+from .config import DEFAULT_ENCODER, Config
 from .models.encoders import available_encoders
 
 
@@ -220,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pymilvus.exceptions import MilvusException
 
     from .data.datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
+    from .store.connection import read_meta
     from .store.image_store import StoreError
+    from .store.move import move_hint
 
     try:
         if args.command == "serve":
@@ -249,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .pipelines.distributed import check_ray_ready
 
                 check_ray_ready(config)  # before the encoder loads: no Ray, or milvus-lite, is refused at once
+            meta = None if args.reset else read_meta(config)
+            if meta and args.encoder is None and config.encoder == DEFAULT_ENCODER:  # as it is, until it moves
+                config = config.with_(encoder=meta.get("encoder_spec", meta["encoder"]))
             engine = SearchEngine.open(config, reset=args.reset)
             report = engine.index(
                 source, sync=args.sync, verify=args.verify, engine=args.engine, ray_address=args.ray_address
@@ -269,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _search(engine, args)
+            if move_hint(engine.store.meta):
+                print(f"note: {move_hint(engine.store.meta)}", file=sys.stderr)
         elif args.command == "people":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _people(engine, args)

@@ -23,9 +23,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import nnls
 
-from ..config import Config
+from ..config import DEFAULT_ENCODER, EARLIER_DEFAULTS, Config
 from ..models.encoders import load_encoder
 from .collection import CLASS_FIELDS, StoreError, moving_name
 from .connection import read_meta
@@ -57,6 +56,8 @@ def recover_classes(vectors: np.ndarray, class_embeddings: np.ndarray, top_t: in
     Raises:
         StoreError: a vector is no mix of the old tower's class embeddings (it came from another encoder).
     """
+    from scipy.optimize import nnls  # imported here: the engine imports this module for `move_hint` alone
+
     ids = np.zeros((len(vectors), top_t), np.int32)
     weights = np.zeros((len(vectors), top_t), np.float32)
     basis = np.ascontiguousarray(class_embeddings.T, dtype=np.float64)
@@ -70,6 +71,16 @@ def recover_classes(vectors: np.ndarray, class_embeddings: np.ndarray, top_t: in
         order = np.argsort(-mix, kind="stable")[:top_t]
         ids[i], weights[i] = order, mix[order] / max(mix[order].sum(), 1e-12)
     return ids, weights
+
+
+def move_hint(meta: dict) -> str:
+    """One sentence on moving a collection made by an earlier default encoder to today's (`""` for any other)."""
+    if meta.get("encoder") == DEFAULT_ENCODER or meta.get("encoder") not in EARLIER_DEFAULTS:
+        return ""
+    return (
+        f"this collection was made by {meta['encoder']!r}, the default before {DEFAULT_ENCODER!r}: "
+        f"`t2i move` moves it to {DEFAULT_ENCODER!r} (queries in 16 languages) without reading a photo"
+    )
 
 
 def _loaded(spec: str, role: str):
@@ -159,6 +170,8 @@ def _reproject(rows: list[dict], source, target) -> int:
     if missing:
         vectors = np.asarray([r["embedding"] for r in missing], np.float32)
         ids, weights = recover_classes(vectors, source.class_embeddings, source.top_t)
+        weights = weights ** (1 / getattr(source, "power", 1.0))  # the mix's weights were raised to `power`
+        weights /= weights.sum(axis=1, keepdims=True)
         for row, i, w in zip(missing, ids.tolist(), weights.tolist()):
             row.update(classes=i, class_weights=w)
     width = max(len(r["classes"]) for r in rows)
