@@ -84,8 +84,8 @@ class FaceReader:
     Args:
         side: the detector input's longer side in pixels.
         min_score: faces the detector is less sure of are dropped.
-        min_face: faces whose box is lower than this in the detector's image (the pixels SFace aligns the face
-            from) are dropped.
+        min_face: faces whose box is lower than this in the pixels SFace aligns them from (the detector's image,
+            or for a small face a finer decode) are dropped.
     """
 
     def __init__(self, side: int = DETECT_SIDE, min_score: float = MIN_SCORE, min_face: int = MIN_FACE_PX) -> None:
@@ -122,14 +122,15 @@ class FaceReader:
 
         Args:
             original_scale: how many pixels of the original photo one pixel of `image` is (a photo decoded
-                smaller than it is); boxes are in the original's pixels.
+                smaller than it is); boxes are in the original's pixels. Small faces are read again from `image`
+                where it is larger than `side`, never from the original.
         """
 
         def finer(side: int) -> tuple[np.ndarray, float]:
             sharper = shrink(image, side)
             return sharper, image.shape[1] * original_scale / sharper.shape[1]
 
-        return self._faces(image, original_scale, finer)
+        return self._faces(image, original_scale, finer if max(image.shape[:2]) > self.side else None)
 
     def read_photo(self, data: bytes) -> list[Face]:
         """The faces kept in a photo's bytes, as `read`: found on its reduced decode (a 12 MP JPEG at 1/4), the
@@ -142,21 +143,22 @@ class FaceReader:
         return self._faces(image, scale, lambda side: decode_bounded(data, side, side * 3 // 4))
 
     def _faces(
-        self, image: np.ndarray, original_scale: float, finer: Callable[[int], tuple[np.ndarray, float]]
+        self, image: np.ndarray, original_scale: float, finer: Callable[[int], tuple[np.ndarray, float]] | None
     ) -> list[Face]:
         """Faces found on `image` (boxes in the original's pixels); `finer(side)` decodes the photo again with
-        its longer side at most `side`, and says how many original pixels one of its pixels is."""
+        its longer side at most `side` and says how many original pixels one of its pixels is (None: the photo
+        has no more pixels than `image`)."""
         rows, small, scale = self.detect(image)
         scale *= original_scale  # the detector's pixels -> the original's
         size = (image.shape[1] * original_scale, image.shape[0] * original_scale)
         faces, small_rows = [], []
         for row in rows:
-            if row[3] < SHARP_FACE_PX and scale > 1.01:  # the photo has more pixels of this face
+            if row[3] < SHARP_FACE_PX and finer and scale > 1.01:  # the photo has more pixels of this face
                 if row[3] * scale >= self.min_face:
                     small_rows.append(row)
             elif row[14] >= self.min_score and row[3] >= self.min_face:
                 faces.append(self._embed(row, small, scale, (0, 0), size))
-        if small_rows:
+        if finer and small_rows:
             side = max(small.shape[:2]) * SHARP_FACE_PX / min(float(r[3]) for r in small_rows)
             sharper, sharp_scale = finer(int(np.ceil(side)))
             sharper = np.ascontiguousarray(sharper[..., ::-1])
