@@ -42,10 +42,10 @@ DETECT_SIDE = 1024  # the detector's input, longer side
 # different people (0.75 and more); at 40 px one person stays within 0.361, at 48 within 0.244.
 MIN_SCORE = 0.85
 MIN_FACE_PX = 40  # box height in the pixels SFace aligns from (the detector's image, or the finer decode)
-# SFace aligns a face to 112x112: one person's faces shrunk to N px high drift from its full-size faces by up to
-# 0.244 at 48 px, XXX at 64 and XXX at 96 (benchmarks/face_thresholds.py (b)). A face under SHARP_FACE_PX in the
-# detector's image is read again from more pixels where the photo has them (benchmarks/faces.py measures the cost).
-SHARP_FACE_PX = 96
+# One person's faces shrunk to N px high drift from its full-size faces by up to 0.361 at 40 px, 0.244 at 48, then
+# hardly more from 64 px up (0.216; 0.197 at 96; benchmarks/face_thresholds.py (b)). A face under SHARP_FACE_PX in
+# the detector's image is read again from more pixels where the photo has them (its cost: benchmarks/faces.py).
+SHARP_FACE_PX = 64
 # Cosine distance under which two faces are one person: the same person's copies measured 0.020-0.162 (median
 # 0.068), 0.361 at the smallest faces kept; different people 0.790-0.991. The threshold sits between, stricter than
 # OpenCV's published SFace value (cosine similarity 0.363, distance 0.637): two people merged into one is what
