@@ -56,9 +56,7 @@ FOURS = {"four": (1.0, 4, (400, 950))}  # read in (2) only: one of the three twi
 PASS_HOURS_FOR = 50_000
 
 
-def build_library(
-    folder: Path, count: int, kinds: dict = KINDS, seed: int = 34
-) -> dict[str, list[tuple[str, Box]]]:
+def build_library(folder: Path, count: int, kinds: dict = KINDS, seed: int = 34) -> dict[str, list[tuple[str, Box]]]:
     """`count` 12 MP JPEGs in `folder` of `kinds` (share, people, their height range); who is in each file and
     where (the region of each pasted photo)."""
     rng, people = np.random.default_rng(seed), portraits()
@@ -183,8 +181,10 @@ def main() -> None:
         print(f"    after regroup ({people} people): pairwise precision = {precision:.3f}, recall = {recall_:.3f}")
         check_search(engine, predicted, actual, truth)
 
-        print(f"(3) face pass: {report.read} photos in {passed:.1f} s = {report.read / passed:.2f} photos/s "
-              f"(12 MP JPEGs, {report.faces / max(report.read, 1):.2f} faces a photo; Milvus writes and grouping in)")
+        print(
+            f"(3) face pass: {report.read} photos in {passed:.1f} s = {report.read / passed:.2f} photos/s "
+            f"(12 MP JPEGs, {report.faces / max(report.read, 1):.2f} faces a photo; Milvus writes and grouping in)"
+        )
         print(f"    estimate, not measured: {PASS_HOURS_FOR:,} such photos on these 2 cores: "
               f"{PASS_HOURS_FOR / (report.read / passed) / 3600:.1f} h for the face pass, "
               f"{PASS_HOURS_FOR / (count / indexed) / 3600:.1f} h for the image index before it "
