@@ -19,7 +19,8 @@ them in the library, each person split in two: pairwise recall 0.81 after the pa
         the pass's reading
         (`FaceReader.read_photo`: the JPEG decoded at 1/4, detection there, small faces again from a finer
         decode) against decoding whole, detecting at full resolution and embedding one face a call; the face
-        recall of both, and of the reduced decode alone (small faces dropped, as before SHARP_FACE_PX)
+        recall of both, and of the reduced decode alone (small faces dropped, as before SHARP_FACE_PX), by face
+        height (YuNet finds no face under ~25 px in its input, nor, at full resolution, most over ~500 px)
     (3) photos/s of the face pass as run in (1), and a 50,000-photo library's time on 2 cores, estimated from it
 
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/faces.py           # 300 photos, ~5 min on 2 cores
@@ -54,6 +55,7 @@ KINDS = {"alone": (0.30, 1, (900, 2200)), "two": (0.33, 2, (700, 1800)), "three"
          "stamp": (0.12, 0, (0, 0))}  # fmt: skip
 FOURS = {"four": (1.0, 4, (400, 950))}  # read in (2) only: one of the three twice
 PASS_HOURS_FOR = 50_000
+BANDS = ((0, 128), (128, 256), (256, 512), (512, 4096))  # face heights in the 12 MP photo, for (2)'s recall
 
 
 def build_library(folder: Path, count: int, kinds: dict = KINDS, seed: int = 34) -> dict[str, list[tuple[str, Box]]]:
@@ -109,11 +111,18 @@ def grouping(engine: SearchEngine, truth: dict[str, list[tuple[str, Box]]]) -> t
     return predicted, actual
 
 
-def recall(found: dict[str, list[Box]], truth: dict[str, list[tuple[str, Box]]]) -> tuple[float, int]:
-    """Of the true faces in the photos of `found`, the share found; and how many faces found are in no region."""
-    hit = sum(len({who_is(b, truth[f]) for b in boxes} - {None}) for f, boxes in found.items())
+def recall(found: dict[str, list[Box]], truth: dict[str, list[tuple[str, Box]]]) -> tuple[set, int]:
+    """The true faces (file, region) found in the photos of `found`; how many faces found are in no region."""
+    hit = {(f, i) for f, boxes in found.items() for b in boxes if (i := who_is(b, truth[f])) is not None}
     false = sum(who_is(b, truth[f]) is None for f, boxes in found.items() for b in boxes)
-    return hit / max(sum(len(truth[f]) for f in found), 1), false
+    return hit, false
+
+
+def face_heights(truth: dict[str, list[tuple[str, Box]]]) -> dict[tuple[str, int], float]:
+    """Each true face's height in its photo, estimated: its region's height times the share of its portrait's
+    height the face has there (measured by the detector on the unchanged portrait)."""
+    share = {name: FaceReader().read(image)[0].box[3] / image.shape[0] for name, image in portraits().items()}
+    return {(f, i): share[who] * box[3] for f, faces in truth.items() for i, (who, box) in enumerate(faces)}
 
 
 def compare_paths(folder: Path, truth: dict[str, list[tuple[str, Box]]], every: int, fours: int) -> None:
@@ -136,14 +145,18 @@ def compare_paths(folder: Path, truth: dict[str, list[tuple[str, Box]]], every: 
         found["reduced"][file] = [f.box for f in fast.read(reduced, scale)]  # the same pixels: no finer decode
     rates = {k: len(files) / s for k, s in seconds.items()}
     faces = sum(len(truth[f]) for f in files)
-    print(f"(2) {len(files)} photos (every {every}th, and {fours} of 4 people), {faces} true faces, timed in turn:")
+    print(f"(2) {len(files)} photos (1 in {every} of the library, {fours} of 4 people), {faces} faces, timed in turn:")
     print(f"    pass as built (1/4 JPEG decode, detect at {fast.side} px, small faces from a finer decode): "
           f"{rates['fast']:.2f} photos/s")  # fmt: skip
     print(f"    naive (whole decode, detect at {max(PHONE)} px, one face a call): {rates['naive']:.2f} photos/s")
     print(f"    ratio faces_fast/faces_naive = {rates['fast'] / rates['naive']:.2f}")
+    heights = {face: h for face, h in face_heights(truth).items() if face[0] in found["fast"]}
+    bands = {f"{low}-{high} px": [f for f, h in heights.items() if low <= h < high] for low, high in BANDS}
     for key, label in (("fast", "pass as built"), ("naive", "naive"), ("reduced", "reduced decode alone")):
-        share, false = recall(found[key], truth)
-        print(f"    face recall, {label}: {share:.3f} ({false} faces found outside any person)")
+        hit, false = recall(found[key], truth)
+        by_band = ", ".join(f"{band} {len(hit & set(faces))}/{len(faces)}" for band, faces in bands.items())
+        print(f"    face recall, {label}: {len(hit) / len(heights):.3f} ({false} faces found outside any person); "
+              f"by face height in the 12 MP photo (estimated): {by_band}")  # fmt: skip
     print(f"    (reduced decode alone: faces under {MIN_FACE_PX} px there dropped, none read again from more pixels; "
           f"the pass reads faces under {SHARP_FACE_PX} px again)")  # fmt: skip
 
