@@ -11,7 +11,6 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +21,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from t2i_helpers.cli import main
 from t2i_helpers.config import Config
 from t2i_helpers.data.images import ImageError, decode_image, read_bytes
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.serve.api import create_api
 from t2i_helpers.serve.server import BackgroundServer, serve_app
+from t2i_helpers.store.connection import read_meta
+from t2i_helpers.store.image_store import ImageStore
 
 from .conftest import T2I
 from .hostile_files import (
@@ -39,18 +41,6 @@ from .hostile_files import (
 )
 
 KEY = "hostile-test-key-0123456789"
-BROKEN_OFFSET = """
-from pathlib import Path
-from t2i_helpers.config import Config
-from t2i_helpers.store.connection import read_meta
-from t2i_helpers.store.image_store import ImageStore
-config = Config(uri={uri!r})
-meta = read_meta(config)
-store = ImageStore(config, meta["encoder"], meta["dim"])
-found = [int(r["id"]) for r in store.scan(["id", "path"]) if Path(r["path"]).name == {name!r}]
-store.update({{found[0]: {{"taken_at": 1_620_124_200, "taken_offset": 99 * 60 + 99, "taken_from": "exif"}}}})
-store.flush()
-"""
 
 
 def _rss_mb() -> float:
@@ -294,7 +284,9 @@ def test_under_attack_every_hostile_upload_is_a_quick_4xx_and_searches_go_on(ser
     assert searched and not failures
 
 
-def test_t2i_index_on_a_hostile_folder_finishes_with_each_bad_file_a_reported_skip(tmp_path, bundled, encoder):
+def test_t2i_index_on_a_hostile_folder_finishes_with_each_bad_file_a_reported_skip(
+    tmp_path, bundled, encoder, monkeypatch, capsys
+):
     good, bad = write_hostile_folder(tmp_path / "photos", [Path(p) for p in bundled.path.head(4)])
     env = {**os.environ, "T2I_DATA_DIR": str(tmp_path / "data")}  # the index and its thumbnails
     run = {"capture_output": True, "text": True, "env": env, "timeout": 300}
@@ -305,18 +297,26 @@ def test_t2i_index_on_a_hostile_folder_finishes_with_each_bad_file_a_reported_sk
         assert any(name in line and reason in line for line in done.stderr.splitlines()), (name, done.stderr)
     assert "Traceback" not in done.stderr and "root:" not in done.stdout + done.stderr
 
-    # a row stored before offsets were checked ("+99:99"), written by another process: milvus-lite holds the
-    # file for the life of the process that opens it, and `t2i search` needs it next
-    script = BROKEN_OFFSET.format(uri=str(tmp_path / "data" / "t2i.db"), name="good1.png")
-    changed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert changed.returncode == 0, changed.stderr
-    found = subprocess.run([T2I, "search", "a photo", "--json", "-k", "20"], **run)
-    assert found.returncode == 0, found.stderr  # before: "offset must be a timedelta..."
-    hits = {Path(h["path"]).name: h for h in map(json.loads, found.stdout.splitlines())}
+    # a row stored before offsets were checked ("+99:99"); then `t2i search`, both in this process (each start of
+    # `t2i` costs ~10 s): closing the store frees the milvus-lite file for the next one
+    config = Config(data_dir=tmp_path / "data")
+    meta = read_meta(config)
+    store = ImageStore(config, meta["encoder"], meta["dim"])
+    try:
+        ids = [int(r["id"]) for r in store.scan(["id", "path"]) if Path(r["path"]).name == "good1.png"]
+        store.update({ids[0]: {"taken_at": 1_620_124_200, "taken_offset": 99 * 60 + 99, "taken_from": "exif"}})
+        store.flush()
+    finally:
+        store.close()
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
+    capsys.readouterr()
+    code = main(["search", "a photo", "--json", "-k", "20"])
+    found = capsys.readouterr()
+    assert code == 0, found.err  # before: "offset must be a timedelta..."
+    hits = {Path(h["path"]).name: h for h in map(json.loads, found.out.splitlines())}
     assert set(hits) == good and hits["good1.png"]["taken_at"] == "2021-05-04T10:30:00"  # without the offset
     assert not any("root:" in h["caption"] for h in hits.values())  # /etc/passwd is nobody's caption
 
-    config = Config(data_dir=tmp_path / "data")
     engine = SearchEngine.open(config, encoder)
     try:
         with BackgroundServer(create_api(engine, upload_dir=tmp_path / "uploads")) as running:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +12,38 @@ from t2i_helpers.config import Config
 from t2i_helpers.store import connection
 from t2i_helpers.store.collection import EncoderMismatchError
 from t2i_helpers.store.image_store import VECTOR_WINDOW, ImageStore, StoreError
+
+SIT_IDLE = """
+import sys, time
+import numpy as np
+from t2i_helpers.config import Config
+from t2i_helpers.store.image_store import ImageStore
+closed, held = (Config(uri=uri) for uri in sys.argv[1:])
+store = ImageStore(closed, "enc-a", 4)
+store.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
+store.close()
+ImageStore(closed, "enc-a", 4).close()
+kept = ImageStore(held, "enc-a", 4)  # its server keeps running: pings would reach it
+kept.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
+time.sleep(40)  # three pings' worth
+again = ImageStore(closed, "enc-a", 4)
+print("reopened", again.count(), "held", kept.count())
+again.close()
+kept.close()
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sat_idle(tmp_path_factory):
+    """A process that sits idle 40 s with milvus-lite files (see the last test), started with the module so that
+    its wait overlaps the module's other tests; killed at the end of the module if still running."""
+    folder = tmp_path_factory.mktemp("idle")
+    files = [str(folder / "idle.db"), str(folder / "held.db")]
+    process = subprocess.Popen([sys.executable, "-c", SIT_IDLE, *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
 
 
 def _rows(n: int, label: str = "x") -> list[dict]:
@@ -162,21 +193,6 @@ def test_lite_refuses_index_types_it_cannot_build(tmp_path):
         ImageStore(Config(uri=str(tmp_path / "s.db"), index_type="DISKANN"), "enc-a", 4)
 
 
-def test_a_closed_milvus_lite_file_reopens_after_sitting_idle(tmp_path):
-    """pymilvus's default 10 s keepalive drew GOAWAY "too_many_pings" from milvus-lite's server after ~30 s
-    idle, and the next open of a file opened and closed twice before (a notebook re-run) failed, blaming
-    another process."""
-    config = Config(uri=str(tmp_path / "idle.db"))
-    store = ImageStore(config, "enc-a", 4)
-    store.insert([{"id": 1, "path": "a.png"}], np.ones((1, 4), np.float32))
-    store.close()
-    ImageStore(config, "enc-a", 4).close()
-    time.sleep(40)  # three pings' worth
-    again = ImageStore(config, "enc-a", 4)
-    assert again.count() == 1
-    again.close()
-
-
 def test_a_milvus_lite_3_folder_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "old.db").mkdir()
     with pytest.raises(StoreError, match="is a folder.*move it aside"):
@@ -234,3 +250,15 @@ def test_a_collection_of_another_index_keeps_it_and_searches_with_its_metric(tmp
     assert store.metric == "COSINE"
     assert [h.id for h in store.search(_vectors(20, 8)[:1], top_k=1)[0]] == [1]
     store.close()
+
+
+def test_a_closed_milvus_lite_file_reopens_after_sitting_idle(sat_idle):
+    """pymilvus's default 10 s keepalive drew GOAWAY "too_many_pings" from milvus-lite's server after ~30 s
+    idle, and the next open of a file opened and closed twice before (a notebook re-run) failed, blaming
+    another process. A store's close now stops the file's server, so the file held open is where the pings
+    would reach a server: with pymilvus's defaults its log says "too_many_pings" (measured), with ours nothing.
+    Last in the module: the 40 s idle process started with the module's first test (`sat_idle`)."""
+    out, err = (text.decode(errors="replace") for text in sat_idle.communicate(timeout=180))
+    assert sat_idle.returncode == 0, err[-2000:]
+    assert out.split() == ["reopened", "1", "held", "1"]
+    assert "too_many_pings" not in err and "GOAWAY" not in err, err[-2000:]
