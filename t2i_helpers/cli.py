@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .config import Config
+from .config import DEFAULT_ENCODER, Config
 from .models.encoders import available_encoders
 
 
@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the collection, encoder and row count")
     _store_options(info, _RECORDED)
 
+    move = commands.add_parser(
+        "move", help="move the collection to another text tower (no photo is read again; run again if cut off)"
+    )
+    _store_options(move, "the encoder to move to (default: the default encoder)")
+
     from .measure.evaluate import add_eval_command
     from .serve.server import add_serve_command
 
@@ -188,6 +193,12 @@ def _people(engine, args: argparse.Namespace) -> None:
                 print(f"{person.id:>5}  {person.name or '-':<20}  {person.photos:>5} photos  {thumbnail}")
 
 
+def _moved(done: int, total: int) -> None:
+    print(f"\rmoving: {done}/{total} rows", end="", file=sys.stderr, flush=True)
+    if done >= total:
+        print(file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `t2i`; returns the exit status (errors are printed as one line, not a traceback)."""
     parser = build_parser()
@@ -209,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pymilvus.exceptions import MilvusException
 
     from .data.datasets import DatasetError, fetch_tuxpaint, tuxpaint_csv
+    from .store.connection import read_meta
     from .store.image_store import StoreError
+    from .store.move import move_hint
 
     try:
         if args.command == "serve":
@@ -218,6 +231,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "data":
             print(fetch_tuxpaint(deb=args.deb))
+            return 0
+        if args.command == "move":
+            from .store.move import move_collection
+
+            config = _config(args)
+            done = move_collection(config, config.encoder, progress=_moved)
+            print(
+                f"moved {done.moved} rows ({done.recovered} with classes recovered from their vectors) to "
+                f"{done.target}: {done.rows} rows, no photo read, {done.seconds:.1f} s",
+            )
             return 0
         from .engine import SearchEngine
 
@@ -228,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .pipelines.distributed import check_ray_ready
 
                 check_ray_ready(config)  # before the encoder loads: no Ray, or milvus-lite, is refused at once
+            meta = None if args.reset else read_meta(config)
+            if meta and args.encoder is None and config.encoder == DEFAULT_ENCODER:  # as it is, until it moves
+                config = config.with_(encoder=meta.get("encoder_spec", meta["encoder"]))
             engine = SearchEngine.open(config, reset=args.reset)
             report = engine.index(
                 source, sync=args.sync, verify=args.verify, engine=args.engine, ray_address=args.ray_address
@@ -248,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _search(engine, args)
+            if move_hint(engine.store.meta):
+                print(f"note: {move_hint(engine.store.meta)}", file=sys.stderr)
         elif args.command == "people":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _people(engine, args)

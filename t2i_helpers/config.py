@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_ENCODER = "conse-effnet-minilm"
+# Defaults before today's: their collections open as they are and move to the default with `t2i move`.
+EARLIER_DEFAULTS = ("conse-effnet-minilm",)
 DEFAULT_COLLECTION = "t2i_images"
 
 

@@ -46,6 +46,7 @@ from .store.connection import read_meta
 from .store.face_store import FaceRow
 from .store.filters import Filters
 from .store.image_store import Hit, ImageStore, StoreError
+from .store.move import move_hint
 
 
 class NoIndexError(StoreError):
@@ -375,13 +376,19 @@ class SearchEngine:
         return self.thumbnails.ensure(hit.id, hit.path)
 
     def info(self) -> dict:
-        """Collection, URI, encoder, dim, index and count, plus `encoder_backend` where the encoder has backends.
+        """Collection, URI, encoder, dim, index and count, plus `encoder_backend` where the encoder has backends,
+        and `move`, how to move a collection of an earlier default to today's (`store/move.py`).
 
         `encoder_backend` is what the encoder runs on here: "onnx" or "torch" for ConSE, one per tower for a
         CLIP model as `backend="auto"` picked it on this machine, e.g. "image=autocast,text=onnx".
         """
         backend = getattr(self.encoder, "backend", None)
-        return {**self.store.info(), **({"encoder_backend": backend} if backend else {})}
+        hint = move_hint(self.store.meta)
+        return {
+            **self.store.info(),
+            **({"encoder_backend": backend} if backend else {}),
+            **({"move": hint} if hint else {}),
+        }
 
     def close(self) -> None:
         """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""

@@ -36,7 +36,7 @@ from t2i_helpers.explore.questions import (
 from t2i_helpers.measure.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
 from t2i_helpers.measure.search_modes import compare_search_modes
 from t2i_helpers.pipelines.hybrid import hybrid_search, keyword_search
-from t2i_helpers.store.collection import META_PREFIX, add_photo_fields
+from t2i_helpers.store.collection import META_PREFIX, SCHEMA_VERSION, add_class_fields, add_photo_fields
 from t2i_helpers.store.connection import read_meta
 from t2i_helpers.store.image_store import ImageStore, StoreError
 from t2i_helpers.store.keywords import KEYWORD_FIELD, path_keywords
@@ -95,7 +95,7 @@ def test_hybrid_search_on_a_collection_without_keywords_says_how_to_get_them(tmp
     """A schema-2 collection made before the keyword field (as t2i's main branch made them) is refused clearly."""
     uri = str(tmp_path / "plain.db")
     client = MilvusClient(uri=uri)
-    meta = {"schema_version": 3, "encoder": encoder.name, "dim": encoder.dim}  # (a migration would add keywords)
+    meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder.name, "dim": encoder.dim}  # no migration: no keywords
     schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
     schema.add_field("id", DataType.INT64, is_primary=True)
     for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
@@ -103,6 +103,7 @@ def test_hybrid_search_on_a_collection_without_keywords_says_how_to_get_them(tmp
     for name in ("size", "mtime_ns"):
         schema.add_field(name, DataType.INT64)
     add_photo_fields(schema)
+    add_class_fields(schema)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
     index = client.prepare_index_params()
     index.add_index("embedding", index_type="FLAT", metric_type="COSINE")

@@ -23,7 +23,7 @@ from t2i_helpers.cli import main  # noqa: E402
 from t2i_helpers.config import Config  # noqa: E402
 from t2i_helpers.data.datasets import load_source, tuxpaint_csv  # noqa: E402
 from t2i_helpers.data.images import decode_bounded  # noqa: E402
-from t2i_helpers.data.portraits import group_photo, portraits, variants  # noqa: E402
+from t2i_helpers.data.portraits import PHONE, group_photo, phone_photo, portraits, variants  # noqa: E402
 from t2i_helpers.engine import SearchEngine  # noqa: E402
 from t2i_helpers.models.faces import FaceReader  # noqa: E402
 from t2i_helpers.pipelines.people import People, face_thumbnail  # noqa: E402
@@ -107,6 +107,32 @@ def test_faces_are_found_where_they_are(faces, reader, library):
 
     stamp = load_source(tuxpaint_csv()).path.iloc[0]
     assert reader.read(decode_bounded(Path(stamp).read_bytes())[0]) == []
+
+
+def test_small_faces_in_a_12_mp_group_photo_are_read_from_more_pixels(faces, reader):
+    """The three people 640 px high in a 4032x3024 JPEG: in the 1/4 decode the detector reads, the astronaut's face
+    is under MIN_FACE_PX (dropped from those pixels alone); found again in a finer decode, it is embedded there, as
+    near her portrait as a large face is, and every face found is nearest its own person's portrait."""
+    photo, regions = phone_photo(list(faces.values()), 640, np.random.default_rng(0))
+    data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    reduced, scale = decode_bounded(data, reader.side, reader.side * 3 // 4)
+    assert reduced.shape[1] == PHONE[0] // 4 and scale == 4  # the detector reads the 1/4 decode
+
+    alone = {name: reader.read(image)[0].embedding for name, image in faces.items()}
+
+    def who(found: list) -> dict[str, dict[str, float]]:  # the person whose region holds each face: distances
+        return {
+            name: {other: 1 - float(f.embedding @ vector) for other, vector in alone.items()}
+            for f in found
+            for name, (x, y, w, h) in zip(faces, regions)
+            if x <= f.box[0] + f.box[2] / 2 < x + w and y <= f.box[1] + f.box[3] / 2 < y + h
+        }
+
+    assert "astronaut" not in who(reader.read(reduced, scale))  # those pixels alone: her face is too small
+    found = who(reader.read_photo(data))
+    assert {"hopper", "astronaut"} <= set(found)
+    for name, distance in found.items():
+        assert min(distance, key=distance.get) == name and distance[name] < 0.15, (name, distance)
 
 
 def test_two_faces_of_one_photo_never_join_one_person():

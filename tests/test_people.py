@@ -30,6 +30,7 @@ from t2i_helpers.serve.schemas import NAME_PATTERN  # noqa: E402
 from t2i_helpers.serve.server import BackgroundServer  # noqa: E402
 from t2i_helpers.store.collection import META_PREFIX  # noqa: E402
 from t2i_helpers.store.face_store import FACE_DIM, FaceRow, FaceStore, read_marker  # noqa: E402
+from t2i_helpers.store.filters import Filters  # noqa: E402
 from t2i_helpers.store.image_store import ImageStore  # noqa: E402
 
 from .people_photos import write_people  # noqa: E402
@@ -258,3 +259,32 @@ def test_the_name_pattern_is_exactly_what_clean_name_keeps():
             kept = False
         assert bool(pattern.search(chr(code))) == kept, hex(code)
     assert pattern.search("Anna Lee") and not pattern.search("Anna, Lee") and not pattern.search(" \t ")
+
+
+def test_faces_and_people_on_a_milvus_server(milvus_uri, tmp_path, encoder):
+    """The faces collection, grouping, naming, search by person, a photo's deletion and forgetting on a real Milvus
+    2.3 server, as on milvus-lite."""
+    folder = write_people(tmp_path / "photos")
+    config = Config(uri=milvus_uri, collection="people_server", data_dir=tmp_path)
+    engine = SearchEngine.open(config, encoder, reset=True)
+    try:
+        engine.index(folder, progress=False)
+        assert engine.read_faces(folder, progress=False).summary() == (
+            "read the faces of 4 photos (6 faces, 3 new people, 0 alone joined a person), skipped 0"
+        )
+        people = engine.people()
+        assert sorted(p.photos for p in people) == [2, 2, 2]
+        paths = engine.store.paths()
+        person_of = {Path(paths[f.photo_id]).stem: f.person for f in engine.store.faces.faces()}
+        engine.name_person(person_of["astronaut"], "Eileen")
+        assert {Path(h.path).stem for h in engine.find(None, Filters(person="eileen"), top_k=10).hits} == {
+            "astronaut",
+            "group",
+        }
+        engine.delete([i for i, p in paths.items() if p.endswith("group.jpg")])  # its faces go with it
+        assert sorted(p.photos for p in engine.people()) == [1, 1, 1]
+        assert engine.forget_person(person_of["astronaut"]) == 1
+        assert len(engine.people()) == 2
+    finally:
+        engine.store.faces.drop()
+        engine.close()

@@ -160,7 +160,7 @@ def test_a_version_1_collection_is_migrated_in_place_without_losing_a_row(tmp_pa
     _version_1_collection(uri, encoder, rows, vectors)
 
     store = ImageStore.open(Config(uri=uri), encoder)
-    assert store.info()["schema_version"] == 3 and store.count() == 6
+    assert store.info()["schema_version"] == 4 and store.count() == 6
     assert {r["id"]: (r["caption"], r["size"]) for r in store.get(r["id"] for r in rows)} == {
         r["id"]: (r["caption"], -1) for r in rows
     }

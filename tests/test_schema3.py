@@ -16,7 +16,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.data.images import content_id
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines import operators
-from t2i_helpers.store.collection import META_PREFIX, SCHEMA_VERSION
+from t2i_helpers.store.collection import META_PREFIX, PHOTO_FIELDS, SCHEMA_VERSION, add_photo_fields
 from t2i_helpers.store.filters import Filters
 from t2i_helpers.store.image_store import ImageStore, StoreError
 from t2i_helpers.store.keywords import add_keyword_fields, path_keywords
@@ -53,7 +53,7 @@ def version_2_collection(uri: str, rows: list[dict], dim: int, encoder_name: str
 KILLED_MID_COPY = """
 import json, os, signal
 from t2i_helpers.config import Config
-from t2i_helpers.store.collection import PHOTO_FIELDS
+from t2i_helpers.store.collection import CLASS_FIELDS, PHOTO_FIELDS
 from t2i_helpers.store.image_store import ImageStore
 from tests.test_schema3 import BACKUP, version_2_collection
 rows = json.load(open({rows!r}))
@@ -64,7 +64,7 @@ store._copy_rows("t2i_images", BACKUP)
 store.client.drop_collection("t2i_images")
 store._create("t2i_images")
 half = store.scan(["id", "path", "label", "caption", "size", "mtime_ns", "embedding"], collection=BACKUP)[:3]
-store.client.upsert("t2i_images", store._stored([{{**dict(r), **PHOTO_FIELDS}} for r in half]))
+store.client.upsert("t2i_images", store._stored([{{**dict(r), **PHOTO_FIELDS, **CLASS_FIELDS}} for r in half]))
 store.client.flush("t2i_images")
 os.kill(os.getpid(), signal.SIGKILL)  # ... and killed while copying the rows back
 """
@@ -94,7 +94,7 @@ def test_a_schema_2_collection_killed_mid_migration_loses_no_row_and_reads_heade
     assert killed.returncode == -9, killed.stderr
 
     store = ImageStore.open(Config(uri=uri), encoder)  # finishes the migration
-    assert store.info()["schema_version"] == SCHEMA_VERSION == 3 and store.count() == len(paths)
+    assert store.info()["schema_version"] == SCHEMA_VERSION == 4 and store.count() == len(paths)
     assert not store.client.has_collection(BACKUP)
     for image_id, vector in vectors.items():  # every vector came along: nothing re-embedded
         assert store.search(vector[None, :], top_k=1)[0][0].id == image_id
@@ -135,3 +135,45 @@ def test_a_milvus_2_3_server_holds_the_photo_fields_and_refuses_what_it_cannot(m
     with pytest.raises(StoreError, match="matches by prefix only"):
         engine.find(None, Filters(text="bakery"))
     engine.close()
+
+
+def test_a_schema_3_collection_migrates_to_4_with_no_classes_and_its_text_keyed_as_searched_now(tmp_path, encoder):
+    """Rows of schema 3 come over with their vectors, no classes (the move recovers them) and the text read in
+    them keyed again: a sign stored with a key made before accents were folded is found by `--text bäckerei`."""
+    uri = str(tmp_path / "v3.db")
+    client = MilvusClient(uri=uri)
+    meta = {"schema_version": 3, "encoder": encoder.name, "dim": encoder.dim}
+    schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
+        schema.add_field(name, DataType.VARCHAR, max_length=length)
+    for name in ("size", "mtime_ns"):
+        schema.add_field(name, DataType.INT64)
+    add_photo_fields(schema)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
+    index = client.prepare_index_params()
+    index.add_index("embedding", index_type="FLAT", metric_type="IP")
+    client.create_collection("t2i_images", schema=schema, index_params=index, consistency_level="Strong")
+    vectors = encoder.encode_texts(["a bakery", "a dog"])
+    signs = ["BÄCKEREI MÜLLER", ""]
+    rows = [
+        {"id": i + 1, "path": f"/p/{i}.jpg", "label": "", "caption": "", "size": 1, "mtime_ns": 1, **PHOTO_FIELDS}
+        | {"ocr_text": sign, "ocr_key": sign, "ocr_read": True, "embedding": v.tolist()}
+        for i, (sign, v) in enumerate(zip(signs, vectors))
+    ]
+    client.insert("t2i_images", rows)
+    client.close()
+
+    store = ImageStore.open(Config(uri=uri), encoder)
+    try:
+        assert store.info()["schema_version"] == SCHEMA_VERSION == 4 and store.count() == 2
+        stored = {r["id"]: r for r in store.scan(["id", "classes", "class_weights", "ocr_text", "embedding"])}
+        assert {i: (r["classes"], r["class_weights"], r["ocr_text"]) for i, r in stored.items()} == {
+            1: ([], [], "BÄCKEREI MÜLLER"),
+            2: ([], [], ""),
+        }
+        assert np.allclose([stored[1]["embedding"], stored[2]["embedding"]], vectors, atol=1e-6)
+        found = store.search(vectors[1], top_k=2, filters=Filters(text="bäckerei"))[0]
+        assert [h.id for h in found] == [1]
+    finally:
+        store.close()

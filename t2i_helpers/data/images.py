@@ -206,9 +206,14 @@ def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def decode_bounded(data: bytes, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+def decode_bounded(data: bytes, max_side: int = MAX_SIDE, min_side: int | None = None) -> tuple[np.ndarray, float]:
     """Image bytes decoded upright with the longer side at most `max_side` (a JPEG at libjpeg's reduced scale on
     the way), and how many of the original's pixels one of its pixels spans (to map boxes back; 1.0 if not smaller).
+
+    Args:
+        min_side: the longer side may be as short as this (default `max_side`): a JPEG is then decoded at the
+            coarsest DCT scale that reaches it, with no resize after (a 4032 px photo read for 1024 px, with
+            `min_side` 768, is decoded at 1/4 to 1008 px: 12 ms, against 42 ms at 1/2 and a resize).
 
     Raises:
         ImageError: as `decode_photo`.
@@ -221,9 +226,9 @@ def decode_bounded(data: bytes, max_side: int = MAX_SIDE) -> tuple[np.ndarray, f
                 width, height = height, width
     except (OSError, ValueError, Image.DecompressionBombError):  # decode_photo says what is wrong
         width = height = 0
-    longer = max(width, height)
-    min_side = -(-max_side * min(width, height) // longer) if longer > max_side else None
-    image = decode_image(data, min_side=min_side, max_side=max_side)
+    longer, least = max(width, height), min(min_side or max_side, max_side)
+    shorter = -(-least * min(width, height) // longer) if longer > least else None
+    image = decode_image(data, min_side=shorter, max_side=max_side)
     return image, width / image.shape[1] if width else 1.0
 
 

@@ -10,6 +10,7 @@ Example:
     >>> variants(people["hopper"])                        # five changed copies of one face
     >>> photo, boxes = group_photo([people["hopper"], people["astronaut"]], height=300)
     >>> truth = write_library("photos/")                  # the photos as JPEGs; who stands where in each
+    >>> photo, boxes = phone_photo([changed(people["cameraman"], rng)], height=1500, rng=rng)   # 4032x3024
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from .images import to_rgb_array
 
+PHONE = (4032, 3024)  # a 12 MP phone photo's width and height
 SAMPLES = ("hopper", "astronaut", "cameraman")
 
 
@@ -70,6 +72,35 @@ def group_photo(
         boxes.append((x, gap, im.shape[1], height))
         x += im.shape[1] + gap
     return canvas, boxes
+
+
+def changed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One photo changed at random the ways a library sees a person again: mirrored or not, softer (fewer pixels),
+    lighter or darker, warmer or cooler, turned up to 15 degrees either way."""
+    h, w = image.shape[:2]
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    soft = rng.uniform(0.4, 1.0)
+    image = cv2.resize(cv2.resize(image, (round(w * soft), round(h * soft)), interpolation=cv2.INTER_AREA), (w, h))
+    light = rng.uniform(0.55, 1.25) * rng.uniform(0.9, 1.1, size=3)  # brightness, and a colour cast
+    image = np.clip(image.astype(np.float32) * light, 0, 255).astype(np.uint8)
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-15, 15), 1.0)
+    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def phone_photo(
+    images: Sequence[np.ndarray], height: int, rng: np.random.Generator, size: tuple[int, int] = PHONE
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """`images` side by side (`group_photo`), `height` px high (less if they would not fit), at a random place of
+    a `size` photo on a soft gradient of random colours; the photo and each one's (x, y, w, h) in it."""
+    width = sum(im.shape[1] / im.shape[0] for im in images)
+    height = min(height, int(size[0] / (width + 0.05 * (len(images) + 1))), int(size[1] / 1.1))  # gaps: 5%
+    group, boxes = group_photo(images, height, gap=height // 20, background=int(rng.integers(120, 230)))
+    corners = rng.integers(60, 230, size=(2, 2, 3)).astype(np.uint8)
+    canvas = cv2.resize(corners, size, interpolation=cv2.INTER_LINEAR)
+    x, y = (int(rng.integers(0, size[i] - group.shape[1 - i] + 1)) for i in (0, 1))
+    canvas[y : y + group.shape[0], x : x + group.shape[1]] = group
+    return canvas, [(bx + x, by + y, bw, bh) for bx, by, bw, bh in boxes]
 
 
 def write_library(folder: str | Path, height: int = 320) -> pd.DataFrame:

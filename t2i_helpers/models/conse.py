@@ -279,22 +279,42 @@ class ConSEEncoder:
         """ImageNet-1k softmax probabilities `[n, 1000]`."""
         return softmax(self.image_logits(images))
 
-    def embed_probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """ConSE: normalized probability-weighted sum of the top-T class embeddings, `[n, 384]`."""
+    def top_classes(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the image model said, as the store keeps it: the top-T class ids `[n, T]` (int32, most likely
+        first) and their probabilities scaled to sum to 1 `[n, T]` (float32)."""
         top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
         weights = np.take_along_axis(probs, top, axis=1)
-        weights = weights / weights.sum(axis=1, keepdims=True)
-        return l2_normalize(np.einsum("nt,ntd->nd", weights, self.class_embeddings[top]))
+        order = np.argsort(-weights, axis=1, kind="stable")
+        top, weights = np.take_along_axis(top, order, axis=1), np.take_along_axis(weights, order, axis=1)
+        return top.astype(np.int32), (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def embed_classes(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """ConSE: the normalized weighted sum of the class embeddings `ids` `[n, T]`, `[n, dim]`; with stored
+        classes this moves a collection to another text tower without reading a photo (notebook 02)."""
+        return l2_normalize(np.einsum("nt,ntd->nd", weights, self.class_embeddings[np.asarray(ids)]))
+
+    def embed_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """ConSE: normalized probability-weighted sum of the top-T class embeddings, `[n, dim]`."""
+        return self.embed_classes(*self.top_classes(probs))
 
     def embed_logits(self, logits: np.ndarray) -> np.ndarray:
         """ConSE image embeddings `[n, 384]` from the image tower's logits (without the projection head)."""
         return self.embed_probabilities(softmax(logits))
 
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, 384]`."""
+        """Embed images (PIL or RGB uint8 arrays) as normalized float32 `[n, dim]`."""
+        return self.encode_images_with_classes(images)[0]
+
+    def encode_images_with_classes(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[dict]]:
+        """The images' embeddings `[n, dim]` and, for each, what the image model said as the store keeps it:
+        `{"classes": [ids], "class_weights": [weights]}` (`top_classes`)."""
         logits = self.image_logits(images)
-        embeddings = self.embed_logits(logits)
-        return self.head.apply(embeddings, logits) if self.head else embeddings
+        ids, weights = self.top_classes(softmax(logits))
+        embeddings = self.embed_classes(ids, weights)
+        if self.head:
+            embeddings = self.head.apply(embeddings, logits)
+        said = [{"classes": i, "class_weights": w} for i, w in zip(ids.tolist(), weights.tolist())]
+        return embeddings, said
 
     def truncate_text(self, text: str) -> str:
         """`text` cut to the words MiniLM reads (256 word pieces); unchanged if it fits."""

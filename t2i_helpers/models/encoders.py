@@ -91,6 +91,14 @@ def _load(name: str, kwargs: tuple[tuple[str, object], ...]) -> Encoder:
     raise ValueError(f"unknown encoder {name!r}; choose one of {available_encoders()}")
 
 
+def encode_images_with_classes(encoder: Encoder, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[dict]]:
+    """Embeddings `[n, dim]` and what the image model said of each image (`{}` where the encoder does not say:
+    only ConSE encoders build their vectors from image classes), as the store keeps it (notebook 02)."""
+    if hasattr(encoder, "encode_images_with_classes"):
+        return encoder.encode_images_with_classes(images)
+    return encoder.encode_images(images), [{} for _ in images]
+
+
 def resize_center_crop(rgb: np.ndarray, size: int, resize_to: int | None = None) -> np.ndarray:
     """Resize the short side to `resize_to` (default `size`), then take the central `size`x`size` square."""
     resize_to = resize_to or size

@@ -5,13 +5,15 @@
 (`face_recognition_sface_2021dec.onnx`, 38.7 MB) turns a face, aligned on its landmarks to 112x112, into a
 128-d vector. OpenCV runs both (`cv2.FaceDetectorYN`, `cv2.FaceRecognizerSF`). Only the models are used.
 
-    detector input   the upright photo shrunk to DETECT_SIDE px on its longer side (a 12 MP photo is decoded at
-                     1/2 or 1/4 by libjpeg on the way, `images.decode_image`); boxes are mapped back to the
-                     original photo's pixels
-    kept faces       score >= MIN_SCORE and box height >= MIN_FACE_PX in the detector's image (the pixels SFace
-                     aligns from): smaller ones are background people SFace cannot tell apart (both measured:
-                     benchmarks/face_thresholds.py)
-    embedding        SFace on the face aligned from the same shrunk image, L2-normalized: cosine = dot product
+    detector input   the upright photo shrunk to DETECT_SIDE px on its longer side (a 12 MP JPEG is decoded at
+                     1/4 by libjpeg, to 1008 px, `images.decode_bounded`); boxes are mapped back to the original
+                     photo's pixels
+    small faces      a face under SHARP_FACE_PX high there, in a photo that has more pixels of it (a face in a
+                     big group photo), is found again in a crop of a finer decode, where it is SHARP_FACE_PX high
+                     or as high as the original allows, and embedded from there (one finer decode a photo)
+    kept faces       score >= MIN_SCORE and box height >= MIN_FACE_PX in the pixels SFace aligns from: smaller ones
+                     are background people SFace cannot tell apart (both measured: benchmarks/face_thresholds.py)
+    embedding        SFace on the face aligned from those pixels, L2-normalized: cosine = dot product
 
 Example:
     >>> reader = FaceReader()
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from ..data.images import shrink
+from ..data.images import decode_bounded, shrink
 
 DETECT_SIDE = 1024  # the detector's input, longer side
 # Measured by benchmarks/face_thresholds.py on the sample faces (data/portraits.py: three people, each as it is and
@@ -38,7 +41,11 @@ DETECT_SIDE = 1024  # the detector's input, longer side
 # to N px high: below 40 px SFace's distances for one person (up to 0.72 at 32 px, 0.86 at 24) reach those of
 # different people (0.75 and more); at 40 px one person stays within 0.361, at 48 within 0.244.
 MIN_SCORE = 0.85
-MIN_FACE_PX = 40  # box height in the pixels SFace aligns from (the detector's image, at most DETECT_SIDE)
+MIN_FACE_PX = 40  # box height in the pixels SFace aligns from (the detector's image, or the finer decode)
+# One person's faces shrunk to N px high drift from its full-size faces by up to 0.361 at 40 px, 0.244 at 48, then
+# hardly more from 64 px up (0.216; 0.197 at 96; benchmarks/face_thresholds.py (b)). A face under SHARP_FACE_PX in
+# the detector's image is read again from more pixels where the photo has them (its cost: benchmarks/faces.py).
+SHARP_FACE_PX = 64
 # Cosine distance under which two faces are one person: the same person's copies measured 0.020-0.162 (median
 # 0.068), 0.361 at the smallest faces kept; different people 0.790-0.991. The threshold sits between, stricter than
 # OpenCV's published SFace value (cosine similarity 0.363, distance 0.637): two people merged into one is what
@@ -77,8 +84,8 @@ class FaceReader:
     Args:
         side: the detector input's longer side in pixels.
         min_score: faces the detector is less sure of are dropped.
-        min_face: faces whose box is lower than this in the detector's image (the pixels SFace aligns the face
-            from) are dropped.
+        min_face: faces whose box is lower than this in the pixels SFace aligns them from (the detector's image,
+            or for a small face a finer decode) are dropped.
     """
 
     def __init__(self, side: int = DETECT_SIDE, min_score: float = MIN_SCORE, min_face: int = MIN_FACE_PX) -> None:
@@ -100,39 +107,97 @@ class FaceReader:
         the shrunk BGR image, and the factor from its pixels to the photo's (>= 1)."""
         check_rgb(image)
         small = np.ascontiguousarray(shrink(image, self.side)[..., ::-1])
-        self.detector.setInputSize((small.shape[1], small.shape[0]))
+        return self._detect(small), small, image.shape[1] / small.shape[1]
+
+    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+        self.detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         try:
-            _, rows = self.detector.detect(small)
+            _, rows = self.detector.detect(bgr)
         except cv2.error as err:
             raise FaceError(f"the face detector failed ({err.msg.strip()})") from None
-        rows = np.zeros((0, 15), np.float32) if rows is None else rows
-        return rows, small, image.shape[1] / small.shape[1]
+        return np.zeros((0, 15), np.float32) if rows is None else rows
 
     def read(self, image: np.ndarray, original_scale: float = 1.0) -> list[Face]:
         """The faces kept in one upright RGB uint8 photo, largest first, each with its unit embedding.
 
         Args:
             original_scale: how many pixels of the original photo one pixel of `image` is (a photo decoded
-                smaller than it is); boxes are in the original's pixels.
+                smaller than it is); boxes are in the original's pixels. Small faces are read again from `image`
+                where it is larger than `side`, never from the original.
         """
+
+        def finer(side: int) -> tuple[np.ndarray, float]:
+            sharper = shrink(image, side)
+            return sharper, image.shape[1] * original_scale / sharper.shape[1]
+
+        return self._faces(image, original_scale, finer if max(image.shape[:2]) > self.side else None)
+
+    def read_photo(self, data: bytes) -> list[Face]:
+        """The faces kept in a photo's bytes, as `read`: found on its reduced decode (a 12 MP JPEG at 1/4), the
+        small ones read again from a finer decode (`SHARP_FACE_PX`).
+
+        Raises:
+            ImageError: the bytes are not a photo this package decodes (`images.decode_bounded`).
+        """
+        image, scale = decode_bounded(data, self.side, self.side * 3 // 4)
+        return self._faces(image, scale, lambda side: decode_bounded(data, side, side * 3 // 4))
+
+    def _faces(
+        self, image: np.ndarray, original_scale: float, finer: Callable[[int], tuple[np.ndarray, float]] | None
+    ) -> list[Face]:
+        """Faces found on `image` (boxes in the original's pixels); `finer(side)` decodes the photo again with
+        its longer side at most `side` and says how many original pixels one of its pixels is (None: the photo
+        has no more pixels than `image`)."""
         rows, small, scale = self.detect(image)
-        scale *= original_scale
-        width, height = image.shape[1] * original_scale, image.shape[0] * original_scale
-        faces = []
+        scale *= original_scale  # the detector's pixels -> the original's
+        size = (image.shape[1] * original_scale, image.shape[0] * original_scale)
+        faces, small_rows = [], []
         for row in rows:
-            # clipped to the photo: YuNet boxes a face cut by the edge as if the photo went on
-            left, top = max(0.0, row[0] * scale), max(0.0, row[1] * scale)
-            right, bottom = min(width, (row[0] + row[2]) * scale), min(height, (row[1] + row[3]) * scale)
-            x, y, w, h = round(left), round(top), round(right - left), round(bottom - top)
-            if row[14] < self.min_score or row[3] < self.min_face:
-                continue
-            try:
-                aligned = self.embedder.alignCrop(small, row)
-                vector = self.embedder.feature(aligned).ravel()
-            except cv2.error as err:
-                raise FaceError(f"the face embedder failed ({err.msg.strip()})") from None
-            faces.append(Face((x, y, w, h), float(row[14]), vector / max(float(np.linalg.norm(vector)), 1e-12)))
+            if row[3] < SHARP_FACE_PX and finer and scale > 1.01:  # the photo has more pixels of this face
+                if row[3] * scale >= self.min_face:
+                    small_rows.append(row)
+            elif row[14] >= self.min_score and row[3] >= self.min_face:
+                faces.append(self._embed(row, small, scale, (0, 0), size))
+        if finer and small_rows:
+            side = max(small.shape[:2]) * SHARP_FACE_PX / min(float(r[3]) for r in small_rows)
+            sharper, sharp_scale = finer(int(np.ceil(side)))
+            sharper = np.ascontiguousarray(sharper[..., ::-1])
+            faces += [f for r in small_rows if (f := self._sharpen(r, scale, sharper, sharp_scale, size))]
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+
+    def _sharpen(
+        self, row: np.ndarray, scale: float, bgr: np.ndarray, bgr_scale: float, size: tuple[float, float]
+    ) -> Face | None:
+        """A small face found again by YuNet in a crop (three times its box) of the finer decode `bgr`, and
+        embedded from there; None if it is not found there, or not surely or not large enough."""
+        x, y, w, h = (row[:4] * scale / bgr_scale).tolist()  # the box in the finer decode's pixels
+        left, top = max(0, int(x - w)), max(0, int(y - h))
+        crop = np.ascontiguousarray(bgr[top : int(y + 2 * h) + 1, left : int(x + 2 * w) + 1])
+        found = self._detect(crop)
+        centre = np.array([x + w / 2 - left, y + h / 2 - top])
+        near = [r for r in found if np.all(np.abs(r[:2] + r[2:4] / 2 - centre) < (w / 2, h / 2))]
+        if not near:
+            return None
+        best = max(near, key=lambda r: r[14])
+        if best[14] < self.min_score or best[3] < self.min_face:
+            return None
+        return self._embed(best, crop, bgr_scale, (left, top), size)
+
+    def _embed(
+        self, row: np.ndarray, bgr: np.ndarray, scale: float, offset: tuple[int, int], size: tuple[float, float]
+    ) -> Face:
+        """One detected face (`row`, in the pixels of `bgr`, which starts at `offset` of an image whose pixels are
+        `scale` original pixels) aligned, embedded, and its box mapped to the photo (clipped to its `size`)."""
+        # clipped to the photo: YuNet boxes a face cut by the edge as if the photo went on
+        left, top = max(0.0, (row[0] + offset[0]) * scale), max(0.0, (row[1] + offset[1]) * scale)
+        right = min(size[0], (row[0] + row[2] + offset[0]) * scale)
+        bottom = min(size[1], (row[1] + row[3] + offset[1]) * scale)
+        try:
+            vector = self.embedder.feature(self.embedder.alignCrop(bgr, row)).ravel()
+        except cv2.error as err:
+            raise FaceError(f"the face embedder failed ({err.msg.strip()})") from None
+        box = (round(left), round(top), round(right - left), round(bottom - top))
+        return Face(box, float(row[14]), vector / max(float(np.linalg.norm(vector)), 1e-12))
 
 
 def check_rgb(image: np.ndarray) -> None:

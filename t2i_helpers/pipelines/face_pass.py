@@ -1,7 +1,8 @@
 """The face pass: the faces in each stored photo not read yet, embedded, given a person and stored (notebook 07).
 
     photos stored (under a folder) whose faces were not read -> a few at a time: read and decode at most
-    DETECT_SIDE px -> find and embed faces -> each joins a person or starts one -> store faces + a "read" row
+    DETECT_SIDE px (small faces again from more pixels: `FaceReader.read_photo`) -> find and embed faces -> each
+    joins a person or starts one -> store faces + a "read" row
 
 Faces cost more than an embedding (a detection ~70 ms a photo, ~30 ms a face), so like the OCR pass this is its
 own pass over what is stored: `t2i index FOLDER --faces` embeds the new photos first, then reads the faces of
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.images import ImageError, content_id, decode_bounded, read_bytes
+from ..data.images import ImageError, content_id, read_bytes
 from ..models.faces import FaceReader
 from ..store.face_store import FaceRow, face_id, read_marker
 from ..store.image_store import ImageStore
@@ -104,11 +105,10 @@ def _read_batches(
                 data = read_bytes(row["path"])
                 if content_id(data) != photo_id:
                     raise ImageError("the file changed after it was indexed; index its folder again")
-                image, scale = decode_bounded(data, reader.side)
+                faces = reader.read_photo(data)
             except ImageError as err:
                 report.skipped.append(Skipped(row["path"], str(err)))
                 continue
-            faces = reader.read(image, scale)
             persons = people.assign(np.array([f.embedding for f in faces]))
             found += [
                 FaceRow(face_id(photo_id, i), photo_id, True, f.box, f.score, p, people.names[p], f.embedding)

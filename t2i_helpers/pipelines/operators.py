@@ -29,7 +29,7 @@ with warnings.catch_warnings():  # towhee 1.1.3 imports the deprecated pkg_resou
 
 from ..data.exif import header_metadata, photo_metadata
 from ..data.images import MAX_SIDE, ImageError, Thumbnails, content_id, decode_photo, read_bytes
-from ..models.encoders import Encoder
+from ..models.encoders import Encoder, encode_images_with_classes
 from ..store.filters import Filters
 from ..store.image_store import Hit, ImageStore
 
@@ -256,7 +256,8 @@ class ImageLoad:
 
 @register(name="t2i/image-embedding")
 class ImageEmbedding:
-    """Batch op: decoded images -> normalized embeddings `[n, dim]`."""
+    """Batch op: decoded images -> normalized embeddings `[n, dim]`; what the image model said of each (its top
+    classes, for ConSE encoders) goes into the item's row."""
 
     def __init__(self, encoder: Shared[Encoder], report: Shared[IngestReport]) -> None:
         self.encoder, self.report = encoder.value, report.value
@@ -265,7 +266,10 @@ class ImageEmbedding:
     def __call__(self, items: list[Decoded]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.encoder.dim), np.float32)
-        return self.encoder.encode_images([item.image for item in items])
+        embeddings, said = encode_images_with_classes(self.encoder, [item.image for item in items])
+        for item, classes in zip(items, said):
+            item.row.update(classes)
+        return embeddings
 
 
 @register(name="t2i/text-embedding")

@@ -18,7 +18,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from ..config import Config
-from ..models.encoders import load_encoder
+from ..models.encoders import encode_images_with_classes, load_encoder
 from ..store.connection import read_meta
 from ..store.image_store import ImageStore, StoreError
 from .operators import IngestReport, Skipped, write_rows
@@ -52,10 +52,12 @@ class ImageEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = batch.pop("image")
         embeddings = np.zeros((len(images), self.encoder.dim), np.float32)
+        said = np.full(len(images), "{}", dtype=object)  # what the image model said, as JSON (a column of str)
         todo = np.flatnonzero(batch["tally"] == "")
         if len(todo):
-            embeddings[todo] = self.encoder.encode_images([images[i] for i in todo])
-        return {**batch, "embedding": embeddings}
+            embeddings[todo], classes = encode_images_with_classes(self.encoder, [images[i] for i in todo])
+            said[todo] = [json.dumps(c) for c in classes]
+        return {**batch, "embedding": embeddings, "classes": said}
 
 
 class Tally(NamedTuple):
@@ -99,6 +101,7 @@ class MilvusDatasink(Datasink):
                     **{k: int(batch[k][i]) for k in ("size", "mtime_ns")},
                     "replaces": int(batch["replaces"][i]) if batch["replaces"][i] >= 0 else None,
                     **json.loads(str(batch["photo"][i])),
+                    **json.loads(str(batch["classes"][i])),
                 }
                 for i in images
             ]

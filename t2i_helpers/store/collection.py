@@ -3,7 +3,7 @@
 A t2i collection holds id (content hash), path, label, caption, the file's size and mtime, the embedding, what
 the photo's header says (time taken, camera, place: `PHOTO_FIELDS`, notebook 06) and the text read in it, and,
 where the deployment has BM25 (milvus-lite, Milvus >= 2.5), the words of the path and of that text as a keyword
-field. Its
+field, and what the image model said (its top classes, schema 4). Its
 description records `t2i {"schema_version", "encoder", "dim", "keywords"}`; `ImageStore` checks that record
 on open and migrates an older schema in place, through a backup collection, so no row is ever lost.
 """
@@ -15,10 +15,12 @@ import json
 from pymilvus import DataType, MilvusClient
 
 from ..data.exif import INT64_MAX, NO_OFFSET, NO_TIME
+from .filters import text_key
 from .keywords import KEYWORD_FIELD, MAX_KEYWORD_BYTES, add_keyword_fields, keyword_support, row_keywords
 
-# 2 added size, mtime_ns and (where supported) keywords; 3 the photo fields. Versions 1 and 2 are migrated on open.
-SCHEMA_VERSION = 3
+# 2 added size, mtime_ns and (where supported) keywords; 3 the photo fields; 4 the image model's top classes.
+# Versions 1 to 3 are migrated on open.
+SCHEMA_VERSION = 4
 META_PREFIX = "t2i "  # the collection description: "t2i {json meta}"
 # Index types milvus-lite 2.5 builds (measured in notebook 03); HNSW, IVF_SQ8, IVF_PQ, DISKANN... need a server.
 LITE_INDEX_TYPES = {"FLAT", "IVF_FLAT", "AUTOINDEX"}
@@ -39,10 +41,26 @@ PHOTO_FIELDS = {
     "ocr_key": "",
     "ocr_read": False,
 }
+# Schema 4: what the image model said (ConSE encoders): its top class ids, most likely first, and their weights
+# (summing to 1), so that a collection moves to another text tower without reading a photo (`store/move.py`).
+# Empty where not known (another encoder, or a migrated row: the move recovers them from its vector).
+CLASS_FIELDS = {"classes": [], "class_weights": []}
+CLASSES_CAPACITY = 64
 INT_FIELDS = ("id", *FILE_FIELDS, "taken_at", "taken_offset")  # INT64 in Milvus: a larger value fails the insert
 MAX_OCR_BYTES = 4096
 KEYS_CAPACITY = 6  # names in camera_keys (make, its first word, model, model without make, both) and place_keys
 INSERT_CHUNK = 1000  # rows per insert call: milvus-lite 2.5 slows to ~200 rows/s at 5,000 or more per call
+
+
+def moving_name(collection: str) -> str:
+    """The collection a move of `collection` to another encoder writes into (`store/move.py`)."""
+    return collection + "__moving"
+
+
+def recorded_meta(client: MilvusClient, name: str) -> dict:
+    """What collection `name` records about itself (`{}` if it was not made by t2i)."""
+    description = client.describe_collection(name).get("description", "")
+    return json.loads(description[len(META_PREFIX) :]) if description.startswith(META_PREFIX) else {}
 
 
 class StoreError(RuntimeError):
@@ -81,7 +99,7 @@ class CollectionLayout:
         version = found.get("schema_version")
         if version not in versions:
             raise StoreError(
-                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION}, 2 and 1: "
+                f"collection {name!r} has schema version {version}, and this t2i reads {SCHEMA_VERSION} to 1: "
                 "upgrade t2i to the version that wrote it, or index into another --collection"
             )
         if (found["encoder"], found["dim"]) != (self.meta["encoder"], self.meta["dim"]):
@@ -98,7 +116,7 @@ class CollectionLayout:
         return version
 
     def _migrate(self) -> None:
-        """Bring a version-1 or -2 collection to this schema in place; every step can be cut off and run again.
+        """Bring a version-1, -2 or -3 collection to this schema in place; every step can be cut off and run again.
 
         milvus-lite can neither add fields nor rename collections, so the rows are copied into a backup
         collection of this schema, the collection is made anew and the rows copied back, vectors and all (fields
@@ -118,13 +136,15 @@ class CollectionLayout:
         self.client.drop_collection(self._backup)
 
     def _copy_rows(self, source: str, target: str) -> None:
-        """Upsert every row of `source` into `target` (fields `source` lacks are not known); check the count."""
+        """Upsert every row of `source` into `target` (fields `source` lacks are not known, the text read in a photo
+        keyed again as `filters.text_key` matches it now); check the count."""
         has = {f["name"] for f in self.client.describe_collection(source)["fields"]}
-        wanted = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS, "embedding"]
+        wanted = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS, *CLASS_FIELDS, "embedding"]
         rows = [dict(row) for row in self.scan([f for f in wanted if f in has], collection=source)]
         for row in rows:
-            for field, unknown in {**dict.fromkeys(FILE_FIELDS, -1), **PHOTO_FIELDS}.items():
+            for field, unknown in {**dict.fromkeys(FILE_FIELDS, -1), **PHOTO_FIELDS, **CLASS_FIELDS}.items():
                 row.setdefault(field, unknown)
+            row["ocr_key"] = clip_text(text_key(row["ocr_text"]), MAX_OCR_BYTES)  # as this t2i matches: accents too
         for lo in range(0, len(rows), INSERT_CHUNK):
             self.client.upsert(target, self._stored(rows[lo : lo + INSERT_CHUNK]))
         self.client.flush(target)
@@ -151,6 +171,7 @@ class CollectionLayout:
         for field in FILE_FIELDS:
             schema.add_field(field, DataType.INT64)
         add_photo_fields(schema)
+        add_class_fields(schema)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.meta["dim"])
         index = self._vector_index(self.config.index_type)
         if self.meta["keywords"]:
@@ -212,3 +233,9 @@ def add_photo_fields(schema) -> None:
     schema.add_field("ocr_text", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
     schema.add_field("ocr_key", DataType.VARCHAR, max_length=MAX_OCR_BYTES)
     schema.add_field("ocr_read", DataType.BOOL)
+
+
+def add_class_fields(schema) -> None:
+    """Add the schema-4 fields (`CLASS_FIELDS`): the image model's top class ids and their weights."""
+    schema.add_field("classes", DataType.ARRAY, element_type=DataType.INT32, max_capacity=CLASSES_CAPACITY)
+    schema.add_field("class_weights", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=CLASSES_CAPACITY)

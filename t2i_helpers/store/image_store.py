@@ -28,6 +28,8 @@ from pymilvus.exceptions import MilvusException
 from ..config import Config
 from ..models.encoders import Encoder
 from .collection import (
+    CLASS_FIELDS,
+    CLASSES_CAPACITY,
     FILE_FIELDS,
     MAX_OCR_BYTES,
     PHOTO_FIELDS,
@@ -36,6 +38,8 @@ from .collection import (
     CollectionLayout,
     StoreError,
     clip_text,
+    moving_name,
+    recorded_meta,
 )
 from .connection import connect, release_lite
 from .face_store import FaceStore
@@ -47,7 +51,7 @@ QUERY_WINDOW = 16384  # and on a query's `limit`
 # rows per query when vectors come back too: milvus-lite 2.5 takes time quadratic in a query's rows then
 # (measured on 10,000 rows: 500 in 0.09 s, 2,000 in 2.0 s, 4,000 in 8.0 s; all 10,000 in windows of 256: 2.1 s)
 VECTOR_WINDOW = 256
-ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS]  # a whole row, but for its vectors
+ROW_FIELDS = ["id", *TEXT_FIELDS, *FILE_FIELDS, *PHOTO_FIELDS, *CLASS_FIELDS]  # a whole row, but for its vectors
 _LITE_OPEN: Counter[str] = Counter()  # open stores per milvus-lite file in this process (its server stops at 0)
 PLACES_MAX_AGE_S = 60.0  # how long `places()` trusts what it read (another process may index meanwhile)
 
@@ -90,11 +94,12 @@ class ImageStore(CollectionLayout):
                     if self.client.has_collection(name):
                         self.client.drop_collection(name)
                 self.faces.drop()
+            self._check_no_move_cut_off()
             if self.client.has_collection(self._backup):  # a migration was cut off: finish it
                 self._check_meta(self._backup, SCHEMA_VERSION)
                 self._migrate()
             elif self.client.has_collection(self.collection):
-                version = self._check_meta(self.collection, SCHEMA_VERSION, 2, 1)
+                version = self._check_meta(self.collection, SCHEMA_VERSION, 3, 2, 1)
                 if version == SCHEMA_VERSION:
                     self.metric = self._check_index()
                 self.client.load_collection(self.collection)  # a reopened collection starts released
@@ -106,6 +111,21 @@ class ImageStore(CollectionLayout):
             self.close()  # a refused store must not keep the file locked
             raise
 
+    def _check_no_move_cut_off(self) -> None:
+        """Refuse a collection whose move to another encoder (`store/move.py`) stopped after its old rows went."""
+        moving = moving_name(self.collection)
+        if not self.client.has_collection(moving):
+            return
+        encoder = recorded_meta(self.client, moving).get("encoder", "?")
+        if (
+            not self.client.has_collection(self.collection)
+            or recorded_meta(self.client, self.collection).get("encoder") == encoder
+        ):
+            raise StoreError(
+                f"the move of collection {self.collection!r} to encoder {encoder!r} was cut off: finish it with "
+                f"`t2i move --encoder {encoder}` (nothing is lost: its rows are in {moving!r})"
+            )
+
     @classmethod
     def open(cls, config: Config, encoder: Encoder, reset: bool = False) -> ImageStore:
         """Open (or create) the collection for `encoder`; refuse one built with another encoder.
@@ -116,7 +136,8 @@ class ImageStore(CollectionLayout):
         return cls(config, encoder.name, encoder.dim, reset=reset, encoder_spec=config.encoder)
 
     def insert(self, rows: Sequence[dict], embeddings: np.ndarray) -> int:
-        """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns); returns how many."""
+        """Insert (or overwrite) rows with keys id, path, label, caption (and size, mtime_ns, the photo fields, the
+        image model's classes); returns how many."""
         if len(rows) != len(embeddings):
             raise ValueError(f"{len(rows)} rows but {len(embeddings)} embeddings")
         if len(rows) == 0:
@@ -127,6 +148,7 @@ class ImageStore(CollectionLayout):
                 **{k: clip_text(str(row.get(k) or ""), n) for k, n in TEXT_FIELDS.items()},
                 **{k: int(row.get(k, -1)) for k in FILE_FIELDS},
                 **{k: row.get(k, unknown) for k, unknown in PHOTO_FIELDS.items()},
+                **{k: [*row.get(k, [])][:CLASSES_CAPACITY] for k in CLASS_FIELDS},
                 "embedding": vector.tolist(),
             }
             for row, vector in zip(rows, np.asarray(embeddings, np.float32))
