@@ -1,4 +1,5 @@
-"""Property-based tests of the retrieval metrics against plain-Python definitions (hypothesis)."""
+"""Property-based tests of the retrieval metrics and the grouping scores against plain-Python definitions
+(hypothesis)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from t2i_helpers.measure.metrics import (
     reciprocal_rank,
     relevance_matrix,
 )
+from t2i_helpers.measure.people import bcubed_scores, face_pairs, pairwise_scores, threshold_curve
 
 
 @st.composite
@@ -98,3 +100,54 @@ def test_per_query_metrics_do_not_depend_on_query_order(case, rng):
     shuffled = relevance_matrix(ranked[order], [relevant[i] for i in order])
     n = np.array([len(r) for r in relevant])
     np.testing.assert_allclose(ndcg_at_k(shuffled, n[order], depth), ndcg_at_k(hits, n, depth)[order])
+
+
+labelings = st.integers(2, 14).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 4), min_size=n, max_size=n), st.lists(st.integers(0, 5), min_size=n, max_size=n)
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(labelings)
+def test_grouping_scores_agree_with_their_definitions(case):
+    """Pairwise scores over each pair of two faces once, B-cubed per face; both blind to how groups are labelled."""
+    truth, predicted = case
+    n = range(len(truth))
+    pairs = [(i, j) for i in n for j in n if i < j]
+    together = [truth[i] == truth[j] for i, j in pairs if predicted[i] == predicted[j]]
+    alike = [predicted[i] == predicted[j] for i, j in pairs if truth[i] == truth[j]]
+    pairwise = pairwise_scores(truth, predicted)
+    np.testing.assert_allclose(pairwise.precision, np.mean(together) if together else 1.0)
+    np.testing.assert_allclose(pairwise.recall, np.mean(alike) if alike else 1.0)
+    group = [[j for j in n if predicted[j] == predicted[i]] for i in n]
+    person = [[j for j in n if truth[j] == truth[i]] for i in n]
+    bcubed = bcubed_scores(truth, predicted)
+    np.testing.assert_allclose(
+        bcubed.precision, np.mean([np.mean([truth[j] == truth[i] for j in g]) for i, g in zip(n, group)])
+    )
+    np.testing.assert_allclose(
+        bcubed.recall, np.mean([np.mean([predicted[j] == predicted[i] for j in p]) for i, p in zip(n, person)])
+    )
+    relabelled = [f"group {9 - label}" for label in predicted]
+    np.testing.assert_allclose(pairwise_scores(truth, relabelled), pairwise)
+    np.testing.assert_allclose(bcubed_scores(truth, relabelled), bcubed)
+    assert pairwise_scores(truth, truth) == (1.0, 1.0, 1.0) == tuple(bcubed_scores(truth, truth))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=3, max_size=12), st.integers(0, 2**32 - 1))
+def test_the_threshold_curve_is_precision_and_recall_of_the_pairs_within_each_threshold(people, seed):
+    vectors = np.random.default_rng(seed).normal(size=(len(people), 4))
+    pairs = face_pairs(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), people)
+    assert len(pairs) == len(people) * (len(people) - 1) // 2
+    assert pairs.same.tolist() == [people[i] == people[j] for i, j in zip(pairs.i, pairs.j)]
+    if not pairs.same.any():
+        return
+    curve = threshold_curve(pairs)
+    assert curve.threshold.is_monotonic_increasing
+    for row in curve.itertuples():
+        called = pairs[pairs.distance <= row.threshold]
+        np.testing.assert_allclose(row.precision, called.same.mean())
+        np.testing.assert_allclose(row.recall, called.same.sum() / pairs.same.sum())

@@ -55,3 +55,20 @@ def check_claims(stem: str, notebook) -> None:
         for selective, broad, cheapest in costs:
             ratios = {"none": 1.0, "selective": float(selective), "broad": float(broad)}
             assert ratios[cheapest] <= min(ratios.values()) + 0.005  # printed to 2 decimals
+    if stem.startswith("07"):
+        at = re.findall(
+            r"(every face|faces >= \d+ px): at SAME_PERSON = ([\d.]+), precision ([\d.]+), recall ([\d.]+); "
+            r"one person's faces up to [\d.]+ apart, two people's from ([\d.]+)",
+            printed,
+        )
+        assert [kind for kind, *_ in at] == ["every face", "faces >= 40 px"]
+        for _, threshold, precision, _, nearest in at:  # precision 1 far beyond the threshold (three people)
+            assert float(precision) == 1.0 and float(nearest) > float(threshold) + 0.2
+        assert float(at[0][3]) < float(at[1][3])  # the small faces are what cost recall
+        sweep = re.search(r"split \(pairwise recall < 1\) at thresholds \[(.*)\]; merged .* at \[(.*)\]", printed)
+        split, merged = ([float(t) for t in found.split(",") if t.strip()] for found in sweep.groups())
+        assert split and merged and max(split) < min(merged)  # a low threshold splits a person, a high one merges
+        for scores in ("pairwise: ", "B-cubed:  "):  # the face pass's grouping matches the truth
+            assert scores + "Scores(precision=1.0, recall=1.0, f1=1.0)" in printed
+        assert re.search(r"reading faces costs [\d.]+x the image embedding, OCR [\d.]+x", printed)
+        assert "face pass again: read the faces of 0 photos" in printed  # a forgotten person is not found again

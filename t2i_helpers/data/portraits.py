@@ -9,15 +9,19 @@ Example:
     >>> people = portraits()                              # {"hopper": RGB array, "astronaut": ..., "cameraman": ...}
     >>> variants(people["hopper"])                        # five changed copies of one face
     >>> photo, boxes = group_photo([people["hopper"], people["astronaut"]], height=300)
+    >>> truth = write_library("photos/")                  # the photos as JPEGs; who stands where in each
     >>> photo, boxes = phone_photo([changed(people["cameraman"], rng)], height=1500, rng=rng)   # 4032x3024
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from .images import to_rgb_array
 
@@ -97,3 +101,34 @@ def phone_photo(
     x, y = (int(rng.integers(0, size[i] - group.shape[1 - i] + 1)) for i in (0, 1))
     canvas[y : y + group.shape[0], x : x + group.shape[1]] = group
     return canvas, [(bx + x, by + y, bw, bh) for bx, by, bw, bh in boxes]
+
+
+def write_library(folder: str | Path, height: int = 320) -> pd.DataFrame:
+    """Every sample person as it is and changed five ways, alone, and group photos of every two and all three,
+    written to `folder` as JPEGs; the truth, one row per person in a photo: file, person, copy and the (x, y, w, h)
+    they stand in."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    people, rows = portraits(), []
+    for person, image in people.items():
+        for copy, photo in {"original": image, **variants(image)}.items():
+            file = f"{person}.jpg" if copy == "original" else f"{person}_{copy}.jpg"
+            cv2.imwrite(str(folder / file), photo[..., ::-1])
+            rows.append((file, person, copy, 0, 0, photo.shape[1], photo.shape[0]))
+    for size in (2, 3):
+        for names in itertools.combinations(SAMPLES, size):
+            photo, boxes = group_photo([people[n] for n in names], height)
+            file = "group_" + "_".join(names) + ".jpg"
+            cv2.imwrite(str(folder / file), photo[..., ::-1])
+            rows += [(file, name, "group", *box) for name, box in zip(names, boxes)]
+    return pd.DataFrame(rows, columns=["file", "person", "copy", "x", "y", "w", "h"])
+
+
+def at_face_height(image: np.ndarray, face_height: int, target: int, background: int = 200) -> np.ndarray:
+    """A photo whose face is `face_height` px high, scaled so the face is `target` px high and pasted on a plain
+    canvas of at least 320 x 240 (how far away a person stands in a photo)."""
+    scale = target / face_height
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((max(240, small.shape[0] + 40), max(320, small.shape[1] + 40), 3), background, np.uint8)
+    canvas[20 : 20 + small.shape[0], 20 : 20 + small.shape[1]] = small
+    return canvas

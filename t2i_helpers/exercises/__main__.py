@@ -6,10 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import nb01, nb02, nb03, nb04, nb05, nb06
+from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07
 from .problem import run_self_test
 
-ALL = {**nb01.EXERCISES, **nb02.EXERCISES, **nb03.EXERCISES, **nb04.EXERCISES, **nb05.EXERCISES, **nb06.EXERCISES}
+ALL = {
+    **nb01.EXERCISES,
+    **nb02.EXERCISES,
+    **nb03.EXERCISES,
+    **nb04.EXERCISES,
+    **nb05.EXERCISES,
+    **nb06.EXERCISES,
+    **nb07.EXERCISES,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

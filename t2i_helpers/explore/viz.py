@@ -1,4 +1,5 @@
-"""Pictures for the notebooks: image grids, search results and similarity heatmaps (notebook 01).
+"""Pictures for the notebooks: image grids, search results and similarity heatmaps (notebook 01), faces boxed in
+a photo (notebook 07).
 
 Example:
     >>> fig = show_results("a red kangaroo", engine.search("a red kangaroo"))
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from ..data.images import ImageError, read_image
 from ..store.image_store import Hit
@@ -57,5 +59,27 @@ def similarity_heatmap(texts: Sequence[str], image_labels: Sequence[str], simila
     for (i, j), value in np.ndenumerate(similarity):  # dark text on the bright end of the colour map
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="k" if value > middle else "w", fontsize=7)
     fig.colorbar(im, ax=ax, label="cosine similarity")
+    fig.tight_layout()
+    return fig
+
+
+def show_faces(
+    image: np.ndarray,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str] | None = None,
+    points: Sequence[np.ndarray] = (),
+    size: float = 9.0,
+):
+    """A photo with a box (x, y, w, h) drawn around each face, its label above it and, if given, its landmarks
+    (x, y pairs); returns the figure."""
+    fig, ax = plt.subplots(figsize=(size, size * image.shape[0] / image.shape[1] + 0.3))
+    ax.imshow(image)
+    ax.axis("off")
+    for (x, y, w, h), label in zip(boxes, labels or [""] * len(boxes)):
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="yellow", linewidth=2))
+        if label:
+            ax.text(x, y - 3, label, fontsize=8, va="bottom", bbox={"facecolor": "yellow", "pad": 1, "lw": 0})
+    for marks in points:
+        ax.plot(*np.asarray(marks, float).reshape(-1, 2).T, "o", color="cyan", ms=3)
     fig.tight_layout()
     return fig

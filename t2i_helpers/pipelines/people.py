@@ -236,8 +236,6 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
 
     Needs scikit-learn; holds a faces x faces distance matrix (10,000 faces: 800 MB).
     """
-    from sklearn.cluster import AgglomerativeClustering
-
     faces.require()
     rows = faces.faces(vectors=True)
     if len(rows) < 2:
@@ -255,9 +253,7 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
         for j in (where[a] for a in row.apart if a in where):
             distance[i, j] = distance[j, i] = APART
     np.fill_diagonal(distance, 0)
-    labels = AgglomerativeClustering(
-        n_clusters=None, metric="precomputed", linkage="average", distance_threshold=threshold
-    ).fit_predict(distance)
+    labels = cluster(distance, threshold)
     old = [r.person for r in rows]
     overlap = Counter((label, person) for label, person in zip(labels, old) if person != NO_PERSON)
     new_id: dict[int, int] = {}
@@ -275,6 +271,16 @@ def regroup(faces: FaceStore, threshold: float = SAME_PERSON) -> int:
     }
     faces.update(changes)
     return len(new_id)
+
+
+def cluster(distance: np.ndarray, threshold: float = SAME_PERSON) -> np.ndarray:
+    """A person label for each face: scikit-learn's agglomerative clustering (average linkage) of a faces x faces
+    distance matrix, cut at `threshold` (pairs set to APART are never joined)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    return AgglomerativeClustering(
+        n_clusters=None, metric="precomputed", linkage="average", distance_threshold=threshold
+    ).fit_predict(distance)
 
 
 def face_thumbnail(store: ImageStore, face: FaceRow, target: Path) -> Path:
