@@ -382,13 +382,8 @@ class SearchEngine:
         `encoder_backend` is what the encoder runs on here: "onnx" or "torch" for ConSE, one per tower for a
         CLIP model as `backend="auto"` picked it on this machine, e.g. "image=autocast,text=onnx".
         """
-        backend = getattr(self.encoder, "backend", None)
-        hint = move_hint(self.store.meta)
-        return {
-            **self.store.info(),
-            **({"encoder_backend": backend} if backend else {}),
-            **({"move": hint} if hint else {}),
-        }
+        extra = {"encoder_backend": getattr(self.encoder, "backend", None), "move": move_hint(self.store.meta)}
+        return {**self.store.info(), **{key: value for key, value in extra.items() if value}}
 
     def close(self) -> None:
         """Release the store (and milvus-lite's file lock); afterwards every use raises `EngineClosedError`."""

@@ -64,22 +64,24 @@ def similarity_heatmap(texts: Sequence[str], image_labels: Sequence[str], simila
 
 
 def show_faces(
-    image: np.ndarray,
+    shape: Sequence[int],
     boxes: Sequence[Sequence[float]],
     labels: Sequence[str] | None = None,
     points: Sequence[np.ndarray] = (),
     size: float = 9.0,
 ):
-    """A photo with a box (x, y, w, h) drawn around each face, its label above it and, if given, its landmarks
-    (x, y pairs); returns the figure."""
-    fig, ax = plt.subplots(figsize=(size, size * image.shape[0] / image.shape[1] + 0.3))
-    ax.imshow(image)
+    """Where the faces of a photo of `shape` (height, width, ...) are: a box (x, y, w, h) around each, its label
+    above it and, if given, its landmarks (x, y pairs), on a blank of the photo's size: the course never shows a
+    photo of a real person (notebook 07). Returns the figure."""
+    height, width = shape[:2]
+    fig, ax = plt.subplots(figsize=(size, size * height / width + 0.3))
+    ax.imshow(np.full((height, width), 0.92), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     for (x, y, w, h), label in zip(boxes, labels or [""] * len(boxes)):
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="yellow", linewidth=2))
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="darkorange", linewidth=2))
         if label:
             ax.text(x, y - 3, label, fontsize=8, va="bottom", bbox={"facecolor": "yellow", "pad": 1, "lw": 0})
     for marks in points:
-        ax.plot(*np.asarray(marks, float).reshape(-1, 2).T, "o", color="cyan", ms=3)
+        ax.plot(*np.asarray(marks, float).reshape(-1, 2).T, "o", color="tab:blue", ms=3)
     fig.tight_layout()
     return fig
