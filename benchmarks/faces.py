@@ -44,6 +44,7 @@ from t2i_helpers.data.datasets import load_source, tuxpaint_csv
 from t2i_helpers.data.images import decode_bounded, decode_image, read_image
 from t2i_helpers.data.portraits import PHONE, SAMPLES, changed, phone_photo, portraits
 from t2i_helpers.engine import SearchEngine
+from t2i_helpers.measure.people import pairwise_scores
 from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.faces import MIN_FACE_PX, SHARP_FACE_PX, FaceReader
 from t2i_helpers.store.filters import Filters
@@ -89,14 +90,6 @@ def who_is(box: Box, truth: list[tuple[str, Box]]) -> int | None:
     """The index of the truth region a found face's centre lies in; None if in none (a false face)."""
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
     return next((i for i, (_, (x, y, w, h)) in enumerate(truth) if x <= cx < x + w and y <= cy < y + h), None)
-
-
-def pairwise(predicted: list[int], actual: list[object]) -> tuple[float, float]:
-    """Pairwise precision and recall of a grouping: of the face pairs put together, how many are one person, and
-    of the pairs that are one person, how many were put together."""
-    pairs = lambda counts: sum(c * (c - 1) // 2 for c in counts.values())  # noqa: E731
-    both = pairs(Counter(zip(predicted, actual)))
-    return both / max(pairs(Counter(predicted)), 1), both / max(pairs(Counter(actual)), 1)
 
 
 def grouping(engine: SearchEngine, truth: dict[str, list[tuple[str, Box]]]) -> tuple[list[int], list[object]]:
@@ -186,12 +179,16 @@ def main() -> None:
         report = engine.read_faces(folder, progress=False)
         passed = time.perf_counter() - started
         print(f"(1) {report.summary()}")
-        precision, recall_ = pairwise(*grouping(engine, truth))
-        print(f"    after the pass: pairwise precision = {precision:.3f}, recall = {recall_:.3f}")
+        predicted, actual = grouping(engine, truth)
+        scores = pairwise_scores([repr(a) for a in actual], predicted)
+        print(f"    after the pass: pairwise precision = {scores.precision:.3f}, recall = {scores.recall:.3f}")
         people = engine.regroup_people()
         predicted, actual = grouping(engine, truth)
-        precision, recall_ = pairwise(predicted, actual)
-        print(f"    after regroup ({people} people): pairwise precision = {precision:.3f}, recall = {recall_:.3f}")
+        scores = pairwise_scores([repr(a) for a in actual], predicted)
+        print(
+            f"    after regroup ({people} people): pairwise precision = {scores.precision:.3f}, "
+            f"recall = {scores.recall:.3f}"
+        )
         check_search(engine, predicted, actual, truth)
 
         print(
