@@ -151,8 +151,8 @@ class ConSEEncoder:
             side by side leave no threads spinning at sync points while decoding shares the cores: the ingest
             ran 140 images/s instead of 116 (see benchmarks/ingest.py).
         power: the top classes' weights are raised to this power (then scaled to sum to 1) when their
-            embeddings are summed; 0.5 lets the runners-up count more (caption -> photo R@10 0.295 vs 0.276
-            with MiniLM, see measure/languages.py). Stored weights stay the image model's own; the name says it.
+            embeddings are summed; 0.5 lets the runners-up count more (caption -> photo R@10 0.292 vs 0.274
+            with the int8 MiniLM, benchmarks/languages.py). Stored weights stay the image model's; the name says it.
     """
 
     dim = MINILM_DIM
