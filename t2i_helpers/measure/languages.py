@@ -56,6 +56,14 @@ class TranslatedCaptions:
         keep = (column != "").to_numpy()
         return list(column[keep]), self.target[keep]
 
+    def sample(self, n: int, seed: int = 0) -> TranslatedCaptions:
+        """`n` captions drawn at random with their photos only: a smaller, easier search, for quick runs."""
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.captions), n, replace=False))
+        photos, target = np.unique(self.target[rows], return_inverse=True)
+        return TranslatedCaptions(
+            [self.paths[i] for i in photos], target, self.captions.iloc[rows].reset_index(drop=True)
+        )
+
     def counts(self) -> pd.Series:
         """How many captions each language has, most first."""
         return (self.captions != "").sum().sort_values(ascending=False, kind="stable")
@@ -108,6 +116,15 @@ def recall_by_language(
         ranked, _ = exact_top_k(encoder.encode_texts(texts), images, k)
         recall[language] = float(hit_rate_at_k(relevance_matrix(ranked, [{t} for t in target]), k).mean())
     return pd.Series(recall, name=f"R@{k}")
+
+
+def translation_similarity(encoder, data: TranslatedCaptions, language: str) -> tuple[float, float]:
+    """Mean cosine of an English caption to its own translation into `language`, and to other captions' ones."""
+    keep = (data.captions[language] != "").to_numpy()
+    english = encoder.encode_texts(list(data.captions.en[keep]))
+    sims = english @ encoder.encode_texts(list(data.captions[language][keep])).T
+    n = len(sims)
+    return float(np.trace(sims) / n), float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
 
 
 def query_ms(encoders: Sequence, texts: Sequence[str], warmup: int = 3) -> list[float]:
