@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..data.datasets import MAX_CAPTION_BYTES, load_bundled
 from ..data.images import content_id, read_bytes, read_image
-from ..models.conse import softmax
+from ..models.conse import ConSEEncoder, softmax
+from ..models.encoders import Encoder
 from .metrics import exact_top_k, hit_rate_at_k, relevance_matrix
 
 # The 16 languages USE v3 was trained on, as Tux Paint's translations name them (`zh_CN.utf8=`).
@@ -95,18 +96,18 @@ def measured_languages(data: TranslatedCaptions, at_least: int = MIN_CAPTIONS) -
     return ["en", *(lang for lang in counts.index if counts[lang] >= at_least and lang != "en")]
 
 
-def image_logits(data: TranslatedCaptions, encoder) -> np.ndarray:
-    """The image tower's logits `[n_photos, 1000]` for every photo, once (a `conse.ConSEEncoder`, fp32 here)."""
+def image_logits(data: TranslatedCaptions, encoder: ConSEEncoder) -> np.ndarray:
+    """The image tower's logits `[n_photos, 1000]` for every photo, computed once for every text tower."""
     return encoder.image_logits([read_image(p)[1] for p in data.paths])
 
 
-def image_vectors(encoder, logits: np.ndarray) -> np.ndarray:
+def image_vectors(encoder: ConSEEncoder, logits: np.ndarray) -> np.ndarray:
     """The photos' vectors in `encoder`'s space from shared logits, as a collection move makes them."""
     return encoder.embed_classes(*encoder.top_classes(softmax(logits)))
 
 
 def recall_by_language(
-    encoder, data: TranslatedCaptions, logits: np.ndarray, languages: Sequence[str], k: int = 10
+    encoder: ConSEEncoder, data: TranslatedCaptions, logits: np.ndarray, languages: Sequence[str], k: int = 10
 ) -> pd.Series:
     """Caption -> photo R@k per language (exact search over every photo), for a ConSE-family `encoder`."""
     images = image_vectors(encoder, logits)
@@ -118,7 +119,7 @@ def recall_by_language(
     return pd.Series(recall, name=f"R@{k}")
 
 
-def translation_similarity(encoder, data: TranslatedCaptions, language: str) -> tuple[float, float]:
+def translation_similarity(encoder: Encoder, data: TranslatedCaptions, language: str) -> tuple[float, float]:
     """Mean cosine of an English caption to its own translation into `language`, and to other captions' ones."""
     keep = (data.captions[language] != "").to_numpy()
     english = encoder.encode_texts(list(data.captions.en[keep]))
@@ -127,7 +128,7 @@ def translation_similarity(encoder, data: TranslatedCaptions, language: str) -> 
     return float(np.trace(sims) / n), float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
 
 
-def query_ms(encoders: Sequence, texts: Sequence[str], warmup: int = 3) -> list[float]:
+def query_ms(encoders: Sequence[Encoder], texts: Sequence[str], warmup: int = 3) -> list[float]:
     """Median milliseconds to embed one text query (`encode_texts` of one text) for each encoder, timed in turns,
     query by query, so that every encoder meets the same load on the machine."""
     for text in texts[:warmup]:

