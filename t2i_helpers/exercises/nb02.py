@@ -1,4 +1,5 @@
-"""Exercises of notebook 02: batching, picking an encoder under a latency budget, the Pareto front."""
+"""Exercises of notebook 02: batching, picking an encoder under a latency budget, the Pareto front, the languages
+below a share of English."""
 
 from __future__ import annotations
 
@@ -283,4 +284,87 @@ def _walk(table, running: bool = True):
         best = max(best, recall) if running else recall
 
 
-EXERCISES = {"nb02.q1": q1, "nb02.q2": q2, "nb02.q3": q3}
+# Caption -> photo R@10 per language for two text towers (made up for the exercise, shaped like notebook 02's).
+LANGUAGES = pd.DataFrame(
+    {"english-only": [0.28, 0.07, 0.09, 0.03, 0.02, 0.05], "multilingual": [0.28, 0.24, 0.22, 0.15, 0.20, 0.14]},
+    index=["en", "de", "fr", "ja", "zh_CN", "ar"],
+)
+# Other rows and order: English not first nor best, and a language exactly at half of English (not below it).
+_LANGUAGES_SHUFFLED = pd.DataFrame(
+    {"english-only": [0.05, 0.30, 0.15, 0.01, 0.32], "multilingual": [0.10, 0.26, 0.13, 0.20, 0.29]},
+    index=["ko", "en", "pl", "th", "nl"],
+)
+
+
+def below_target(table: pd.DataFrame, column: str, share: float) -> list[str]:
+    """The languages whose R@10 in `column` is below `share` times that column's English R@10, worst first."""
+    recall = table[column]
+    low = recall[recall < share * recall["en"]]
+    return sorted(low.index, key=lambda language: (low[language], language))
+
+
+def _languages(table: pd.DataFrame, column: str, share: float):
+    recall = table[column]
+    expected = sorted((lang for lang in recall.index if recall[lang] < share * recall["en"]), key=recall.get)
+
+    def compare(result) -> None:
+        got = [str(name) for name in result]
+        if set(got) - set(table.index):
+            raise Wrong("return language codes from the table's index (e.g. 'de'), not numbers")
+        if set(got) != set(expected):
+            raise Wrong(
+                f"not the languages below {share} of English in {column!r}: compare each with that share of the "
+                "same column's 'en' row (strictly below)"
+            )
+        if got != expected:
+            raise Wrong("the right languages; list them worst first (the lowest R@10 first)")
+
+    return compare
+
+
+def _below_loop(table, column, share):
+    target = share * table.loc["en", column]
+    found = [(recall, language) for language, recall in table[column].items() if recall < target]
+    return [language for _, language in sorted(found)]
+
+
+def _below_ratio(table, column, share):
+    ratio = table[column] / table.loc["en", column]
+    return ratio[ratio < share].sort_values(kind="stable").index.tolist()
+
+
+q4 = Exercise(
+    "Which languages stay below a share of English?",
+    "Write `below_target(table, column, share)`: `table` is a DataFrame of R@10 with one row per language (its "
+    "index: language codes, 'en' among them, in any order) and one column per encoder; return the languages (a "
+    "list of codes) whose R@10 in `column` is strictly below `share` times the English R@10 of the same column, "
+    "the lowest R@10 first (no two of them tie).",
+    [
+        Case((LANGUAGES, c, s), _languages(LANGUAGES, c, s))
+        for c in ("english-only", "multilingual")
+        for s in (0.75, 0.5)
+    ]
+    + [Case((_LANGUAGES_SHUFFLED, c, 0.5), _languages(_LANGUAGES_SHUFFLED, c, 0.5)) for c in _LANGUAGES_SHUFFLED],
+    [
+        "The target is relative: `share * table.loc['en', column]`, one number per column.",
+        "Keep the rows of `table[column]` below it, then sort them by value: `.sort_values().index`.",
+    ],
+    below_target,
+    wrong=[
+        lambda t, c, s: t[c][t[c] < s].sort_values().index.tolist(),  # an absolute threshold
+        lambda t, c, s: t[c][t[c] <= s * t.loc["en", c]].sort_values().index.tolist(),  # at the target counts
+        lambda t, c, s: t[c][t[c] < s * t[c].iloc[0]].sort_values().index.tolist(),  # the first row as English
+        lambda t, c, s: t[c][t[c] < s * t[c].max()].sort_values().index.tolist(),  # the best language as English
+        lambda t, c, s: t[c][t[c] < s * t.loc["en", c]].sort_values(ascending=False).index.tolist(),  # best first
+        lambda t, c, s: t[c][t[c] < s * t.loc["en", c]].index.tolist(),  # in table order
+        lambda t, c, s: t[c][t[c] < s * t.loc["en", c]].sort_values().tolist(),  # the values, not the languages
+        lambda t, c, s: t[c][t[c] < s * t.loc["en"].max()].sort_values().index.tolist(),  # another column's English
+    ],
+    variants=[
+        _below_loop,
+        _below_ratio,
+        lambda t, c, s: t[t[c] < s * t.at["en", c]].sort_values(c).index.tolist(),
+    ],
+)
+
+EXERCISES = {"nb02.q1": q1, "nb02.q2": q2, "nb02.q3": q3, "nb02.q4": q4}

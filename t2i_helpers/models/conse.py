@@ -22,7 +22,7 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from importlib import resources
@@ -48,6 +48,7 @@ _VARIANTS = {
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]; on the bundled photos this beat ImageNet
 # mean/std (caption->image R@10 0.26 vs 0.24), and a full short-side resize beat an 87.5% crop (0.26 vs 0.24).
 _HALF_RANGE = 127.5
+MINILM_DIM = 384  # all-MiniLM-L6-v2's sentence vectors
 # Each ImageNet class is described by the mean of these prompts' embeddings (measured in notebook 02).
 CLASS_PROMPTS = ("a photo of a {name}.", "{name}: {definition}")
 # How a tower runs: ONNX Runtime int8 or fp32, or eager PyTorch; "auto" picks the first that applies.
@@ -98,6 +99,22 @@ def with_head(head: str, **kwargs: object) -> ConSEEncoder:
     return ConSEEncoder(head=head, **kwargs)
 
 
+def class_text_embeddings(
+    encode: Callable[[Sequence[str]], np.ndarray], tower: str, prompts: Sequence[str], cache_dir: Path
+) -> np.ndarray:
+    """[1000, dim] normalized embeddings of the ImageNet classes by `encode`, each the mean over `prompts`; cached
+    in `cache_dir` under the tower's name and the prompts' hash."""
+    key = hashlib.sha1("\n".join(prompts).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"conse-classes-{tower}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    classes = imagenet_classes()
+    embeddings = l2_normalize(np.mean([encode([p.format(**c) for c in classes]) for p in prompts], axis=0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, embeddings)
+    return embeddings
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, numerically stable."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -133,9 +150,13 @@ class ConSEEncoder:
             core); 1 runs one pass at a time on ONNX Runtime's own thread pool instead. Single-threaded passes
             side by side leave no threads spinning at sync points while decoding shares the cores: the ingest
             ran 140 images/s instead of 116 (see benchmarks/ingest.py).
+        power: the top classes' weights are raised to this power (then scaled to sum to 1) when their
+            embeddings are summed; 0.5 lets the runners-up count more (caption -> photo R@10 0.292 vs 0.274
+            with the int8 MiniLM, benchmarks/languages.py). Stored weights stay the image model's; the name says it.
     """
 
-    dim = 384
+    dim = MINILM_DIM
+    tower = "minilm"  # the text tower's name, in the encoder's name
 
     def __init__(
         self,
@@ -149,36 +170,43 @@ class ConSEEncoder:
         text_backend: str = "auto",
         head: str | Path | None = None,
         workers: int | None = None,
+        power: float = 1.0,
     ) -> None:
         if variant not in _VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {list(_VARIANTS)}")
         if not 1 <= top_t <= 1000:
             raise ValueError("top_t must be between 1 and 1000")
-        self.variant, self.top_t = variant, top_t
+        if not 0 < power <= 4:
+            raise ValueError("power must be above 0 and at most 4")
+        self.variant, self.top_t, self.power = variant, top_t, power
         self.device = torch.device(device or "cpu")
         self.prompts = tuple(prompts)
         self.cache_dir = Path(cache_dir) if cache_dir else default_data_dir() / "cache"
         suffix = "" if variant == "lite2" else f"-{variant}"
-        self.name = f"conse-effnet{suffix}-minilm"
+        self.name = f"conse-effnet{suffix}-{self.tower}" + ("" if power == 1 else f"-pow{power:g}")
         self.image_size = _VARIANTS[variant][0]
         self.backend = self._choose_backend(backend, image=True)
         self.text_backend = self._choose_backend(text_backend, image=False)
         self.image_model = self._load_image_model().to(self.device).eval()
-        self.text_model = load_text_model(str(self.device))
-        # The fast tokenizer keeps its padding and truncation settings between calls: one call at a time, or a
-        # query cut to size on one thread can come out padded for a batch being embedded on another.
-        self._tokenizing = threading.Lock()
         onnx = self.backend != "torch"
         self.batch_size = batch_size or (2 if onnx else 8)
         self.workers = max(1, workers or os.cpu_count() or 1) if onnx else 1
         self._session = self._image_session() if onnx else None
-        self._text_session = self._text_tower_session() if self.text_backend.startswith("onnx") else None
-        self._static = static_tower.static_model(self.cache_dir) if self.text_backend == "static" else None
+        self._load_text_tower()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="t2i-forward") if self.workers > 1 else None
         self.head = None
         if head is not None:
             self.head = ProjectionHead.load(head)
             self.name = f"{self.name}+head-{self.head.tag}"
+
+    def _load_text_tower(self) -> None:
+        """MiniLM, as `text_backend` says; other towers (models/use_tower.py) load their own here."""
+        self.text_model = load_text_model(str(self.device))
+        # The fast tokenizer keeps its padding and truncation settings between calls: one call at a time, or a
+        # query cut to size on one thread can come out padded for a batch being embedded on another.
+        self._tokenizing = threading.Lock()
+        self._text_session = self._text_tower_session() if self.text_backend.startswith("onnx") else None
+        self._static = static_tower.static_model(self.cache_dir) if self.text_backend == "static" else None
 
     def _choose_backend(self, backend: str, image: bool) -> str:
         """Check a backend name, or resolve "auto" (see the class docstring)."""
@@ -239,20 +267,12 @@ class ConSEEncoder:
 
     @cached_property
     def class_embeddings(self) -> np.ndarray:
-        """[1000, 384] normalized text embeddings of the ImageNet classes, cached on disk after the first use.
+        """[1000, dim] normalized text embeddings of the ImageNet classes, cached on disk after the first use.
 
-        They come from the PyTorch MiniLM whatever `text_backend` is: the image space stays the same.
+        They come from the tower's reference implementation (PyTorch for MiniLM) whatever `text_backend` is: the
+        image space stays the same.
         """
-        key = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
-        path = self.cache_dir / f"conse-classes-minilm-{key}.npy"
-        if path.exists():
-            return np.load(path)
-        classes = imagenet_classes()
-        per_prompt = [self._encode_texts_torch([p.format(**c) for c in classes]) for p in self.prompts]
-        embeddings = l2_normalize(np.mean(per_prompt, axis=0))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, embeddings)
-        return embeddings
+        return class_text_embeddings(self._encode_class_texts, self.tower, self.prompts, self.cache_dir)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images as the tower's input: uint8 RGB `[n, size, size, 3]` (short side resized, center crop)."""
@@ -291,14 +311,24 @@ class ConSEEncoder:
     def embed_classes(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """ConSE: the normalized weighted sum of the class embeddings `ids` `[n, T]`, `[n, dim]`; with stored
         classes this moves a collection to another text tower without reading a photo (notebook 02)."""
-        return l2_normalize(np.einsum("nt,ntd->nd", weights, self.class_embeddings[np.asarray(ids)]))
+        return l2_normalize(
+            np.einsum("nt,ntd->nd", self.class_weights(weights), self.class_embeddings[np.asarray(ids)])
+        )
+
+    def class_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The top classes' weights `[n, T]` as the sum uses them: raised to `power`, scaled to sum to 1."""
+        weights = np.asarray(weights, np.float32)
+        if self.power == 1:
+            return weights
+        raised = weights**self.power
+        return raised / raised.sum(axis=1, keepdims=True)
 
     def embed_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """ConSE: normalized probability-weighted sum of the top-T class embeddings, `[n, dim]`."""
         return self.embed_classes(*self.top_classes(probs))
 
     def embed_logits(self, logits: np.ndarray) -> np.ndarray:
-        """ConSE image embeddings `[n, 384]` from the image tower's logits (without the projection head)."""
+        """ConSE image embeddings `[n, dim]` from the image tower's logits (without the projection head)."""
         return self.embed_probabilities(softmax(logits))
 
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
@@ -327,12 +357,12 @@ class ConSEEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts with MiniLM (or its static table) as normalized float32 `[n, 384]`."""
         if len(texts) == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, MINILM_DIM), np.float32)
         if self._static is not None:  # a table lookup in numpy; no worker processes inside a server
             return l2_normalize(self._static.encode(list(texts), use_multiprocessing=False))
         if self._text_session is None:
             return self._encode_texts_torch(texts)
-        out = np.empty((len(texts), self.dim), np.float32)
+        out = np.empty((len(texts), MINILM_DIM), np.float32)
         by_length = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
         # The int8 tower scales each token's activations on their own (`onnx_towers.scale_rows`), so a text's
         # embedding hardly depends on the texts beside it: in the last bits only (searches embed each text alone).
@@ -348,6 +378,10 @@ class ConSEEncoder:
             feed = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
             out[chunk] = self._text_session.run(None, feed)[0]
         return out
+
+    def _encode_class_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """The class texts' embeddings, from the tower's reference implementation (PyTorch MiniLM here)."""
+        return self._encode_texts_torch(texts)
 
     def _encode_texts_torch(self, texts: Sequence[str]) -> np.ndarray:
         with self._tokenizing:  # sentence-transformers tokenizes inside `encode`

@@ -22,6 +22,7 @@ import numpy as np
 from ..config import DEFAULT_ENCODER
 from ..data.images import ImageLike
 
+_BILINGUAL = "t2i_helpers.models.multilingual"
 # name -> (module, factory, keyword arguments). Modules are imported only when an encoder is loaded.
 _BUILTIN: dict[str, tuple[str, str, dict]] = {
     "conse-effnet-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"variant": "lite2"}),
@@ -30,6 +31,14 @@ _BUILTIN: dict[str, tuple[str, str, dict]] = {
     # the default with the static text tower (models/static_tower.py): it searches the default's collections
     "conse-effnet-static-minilm": ("t2i_helpers.models.conse", "ConSEEncoder", {"text_backend": "static"}),
     "openclip-tiny-random": ("t2i_helpers.models.clip_archs", "tiny_openclip", {}),
+    # Queries in other languages (measure/languages.py, benchmarks/languages.py): the same image side, other
+    # text towers. "pow0.5": the top classes' weights raised to 0.5 before they are summed.
+    "conse-effnet-minilm-pow0.5": ("t2i_helpers.models.conse", "ConSEEncoder", {"power": 0.5}),
+    "conse-effnet-use": ("t2i_helpers.models.use_tower", "UseConSEEncoder", {}),
+    "conse-effnet-use-pow0.5": ("t2i_helpers.models.use_tower", "UseConSEEncoder", {"power": 0.5}),
+    # both spaces stored side by side; routed and fused queries search the same vectors (one name)
+    "conse-effnet-minilm-use-pow0.5": (_BILINGUAL, "BilingualConSEEncoder", {"queries": "routed", "power": 0.5}),
+    "conse-effnet-minilm-use-pow0.5-fused": (_BILINGUAL, "BilingualConSEEncoder", {"queries": "fused", "power": 0.5}),
 }
 # prefix -> (module, factory): the rest of the name is the factory's first argument.
 _PREFIXES: dict[str, tuple[str, str]] = {
