@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .config import DEFAULT_ENCODER, Config
+from .config import DEFAULT_ENCODER, MULTILINGUAL_ENCODER, Config
 from .models.encoders import available_encoders
 
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     move = commands.add_parser(
         "move", help="move the collection to another text tower (no photo is read again; run again if cut off)"
     )
-    _store_options(move, "the encoder to move to (default: the default encoder)")
+    _store_options(move, f"the encoder to move to (default: {MULTILINGUAL_ENCODER}, queries in 16 languages)")
 
     from .measure.evaluate import add_eval_command
     from .serve.server import add_serve_command
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .store.move import move_collection
 
             config = _config(args)
-            done = move_collection(config, config.encoder, progress=_moved)
+            done = move_collection(config, args.encoder or MULTILINGUAL_ENCODER, progress=_moved)
             print(
                 f"moved {done.moved} rows ({done.recovered} with classes recovered from their vectors) to "
                 f"{done.target}: {done.rows} rows, no photo read, {done.seconds:.1f} s",
@@ -274,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "search":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _search(engine, args)
-            if move_hint(engine.store.meta):
+            from .models.multilingual import surely_not_english  # said to a query in another language only
+
+            if move_hint(engine.store.meta) and args.query and surely_not_english(args.query):
                 print(f"note: {move_hint(engine.store.meta)}", file=sys.stderr)
         elif args.command == "people":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)

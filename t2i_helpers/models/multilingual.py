@@ -46,6 +46,13 @@ def language_of(text: str) -> str:
     return _identifier().classify(text)[0]
 
 
+def surely_not_english(text: str, margin: float = 5.0) -> bool:
+    """Whether `text` is in another language than English by a clear margin of the identifier's log-probability
+    (short English queries are often read as Dutch or Spanish by a hair: "a red kangaroo", "a cat")."""
+    ranked = dict(_identifier().rank(text))
+    return max(ranked.values()) - ranked["en"] > margin
+
+
 class BilingualConSEEncoder(ConSEEncoder):
     """ConSE with two text towers: a photo is stored in both spaces, a query picks (routed) or joins (fused) them.
 

@@ -11,7 +11,7 @@ there is not done again. Only when every row is there is the collection dropped,
 and filled from `__moving`, which is dropped last. Run again after a cut-off, the move goes on where it stopped.
 
 Example:
-    >>> report = move_collection(Config(), "conse-effnet-use")
+    >>> report = move_collection(Config(), "conse-effnet-use-pow0.5")
     >>> report.rows, report.recovered                     # rows of schema 3 have no classes stored
     (785, 0)
 """
@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..config import DEFAULT_ENCODER, EARLIER_DEFAULTS, Config
+from ..config import ENGLISH_ONLY, MULTILINGUAL_ENCODER, Config
 from ..models.encoders import load_encoder
 from .collection import CLASS_FIELDS, StoreError, moving_name
 from .connection import read_meta
@@ -74,12 +74,13 @@ def recover_classes(vectors: np.ndarray, class_embeddings: np.ndarray, top_t: in
 
 
 def move_hint(meta: dict) -> str:
-    """One sentence on moving a collection made by an earlier default encoder to today's (`""` for any other)."""
-    if meta.get("encoder") == DEFAULT_ENCODER or meta.get("encoder") not in EARLIER_DEFAULTS:
+    """One sentence on moving a collection whose text tower reads English only to the multilingual encoder (`""`
+    for any other collection)."""
+    if meta.get("encoder") not in ENGLISH_ONLY:
         return ""
     return (
-        f"this collection was made by {meta['encoder']!r}, the default before {DEFAULT_ENCODER!r}: "
-        f"`t2i move` moves it to {DEFAULT_ENCODER!r} (queries in 16 languages) without reading a photo"
+        f"this collection's encoder {meta['encoder']!r} reads queries in English only: `t2i move` moves it to "
+        f"{MULTILINGUAL_ENCODER!r} (queries in 16 languages) without reading a photo"
     )
 
 
