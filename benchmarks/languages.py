@@ -10,7 +10,9 @@ issue 33's three ratios for the new encoder against today's default:
     ratio worst_claimed/english_new = N    (the worst of USE's 16 languages; at least 0.75)
     ratio query_new/query_now = N          (one text query, p50; at most 1.0)
 
-and which of the three every candidate meets.
+and which of the three every candidate meets. Last, `t2i move` of a 10,000-photo collection made by today's default to
+the new encoder (the bundled photos' rows repeated under new ids): seconds and `photos decoded = N`, every image
+decoder's calls counted, and how long rows stored before schema 4 (no classes) take to recover theirs.
 
     flock /tmp/t2i-bench.lock .venv/bin/python benchmarks/languages.py          # about 8 minutes on 2 cores
     .venv/bin/python benchmarks/languages.py --candidates conse-effnet-use-pow0.5  # today's and one: ~3 minutes
@@ -19,11 +21,19 @@ and which of the three every candidate meets.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from collections import Counter
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
+from PIL import Image
 
-from t2i_helpers.config import DEFAULT_ENCODER
+from t2i_helpers.config import DEFAULT_ENCODER, MULTILINGUAL_ENCODER, Config
+from t2i_helpers.data.datasets import tuxpaint_csv
+from t2i_helpers.engine import SearchEngine
 from t2i_helpers.measure.languages import (
     USE_LOCALES,
     image_logits,
@@ -35,8 +45,12 @@ from t2i_helpers.measure.languages import (
 )
 from t2i_helpers.models.cpu import describe
 from t2i_helpers.models.encoders import load_encoder
+from t2i_helpers.store.image_store import ROW_FIELDS
+from t2i_helpers.store.move import move_collection, recover_classes
 
-NEW = "conse-effnet-use-pow0.5"  # the candidate the ratios are printed for (see the report at the end)
+NEW = MULTILINGUAL_ENCODER  # the candidate the ratios are printed for (see the report at the end)
+MOVE_ROWS = 10_000  # the collection moved to NEW
+RECOVER_ROWS = 200  # rows whose classes are recovered from their vectors, timed
 CANDIDATES = [
     "conse-effnet-minilm-pow0.5",
     "conse-effnet-use",
@@ -52,6 +66,7 @@ def main() -> None:
     parser.add_argument("--new", default=NEW, help="the encoder the three ratios are printed for")
     parser.add_argument("--candidates", nargs="*", default=CANDIDATES, help="encoders measured beside them")
     parser.add_argument("--queries", type=int, default=200, help="captions timed as one-text queries")
+    parser.add_argument("--move-rows", type=int, default=MOVE_ROWS, help="rows of the collection moved")
     args = parser.parse_args()
     print(describe(), flush=True)  # first: which CPU the figures below come from
     names = list(dict.fromkeys([args.now, args.new, *args.candidates]))
@@ -92,8 +107,66 @@ def main() -> None:
     print(f"ratio english_new/english_now = {t.english:.3f}")
     print(f"ratio worst_claimed/english_new = {t.worst:.3f} (worst of the 16: {t.worst_language})")
     print(f"ratio query_new/query_now = {t.query:.2f}")
-    # ---- Collection move (the store's part of issue 33, added there): a 10,000-photo collection moved to the new
-    # ---- text tower with `t2i move`: `photos decoded = 0` and the seconds it took, printed here.
+    move_timing(args.now, args.new, args.move_rows)
+
+
+def move_timing(source: str, target: str, rows: int = MOVE_ROWS) -> None:
+    """Print the move of a `rows`-photo collection made by `source` to `target`: seconds, photos decoded.
+
+    The bundled photos are indexed by `source`, and their rows (classes, vectors, every field) are repeated
+    under new ids up to `rows`: a move's cost depends on its rows, not on what the photos show. Every image decoder
+    (Pillow's open, OpenCV's imread and imdecode) counts its calls while the collection moves.
+    """
+    with tempfile.TemporaryDirectory(prefix="t2i-move-") as folder:
+        config = Config(uri=str(Path(folder) / "move.db"), encoder=source, data_dir=Path(folder))
+        engine = SearchEngine.open(config)
+        engine.index(tuxpaint_csv(), progress=False)
+        store = engine.store
+        photos = [dict(r) for r in store.scan([*ROW_FIELDS, "embedding"])]
+        store.delete([r["id"] for r in photos])
+        ids = np.random.default_rng(0).choice(1 << 62, size=rows, replace=False)
+        for lo in range(0, rows, 1000):
+            chunk = [
+                {**photos[k % len(photos)], "id": int(ids[k]), "path": f"{photos[k % len(photos)]['path']}#{k}"}
+                for k in range(lo, min(rows, lo + 1000))
+            ]
+            store.insert(chunk, np.asarray([r.pop("embedding") for r in chunk], np.float32))
+        store.flush()
+        assert store.count() == rows
+        vectors = np.asarray([r["embedding"] for r in photos[:RECOVER_ROWS]], np.float32)
+        encoder = engine.encoder
+        engine.close()
+        load_encoder(target)  # loaded before the clock starts, as the first search would
+        decoded = Counter()
+        originals = {(Image, "open"): Image.open, (cv2, "imread"): cv2.imread, (cv2, "imdecode"): cv2.imdecode}
+        for (module, name), function in originals.items():
+            setattr(module, name, counting(function, decoded, name))
+        try:
+            report = move_collection(Config(uri=config.uri), target)
+        finally:
+            for (module, name), function in originals.items():
+                setattr(module, name, function)
+        start = time.perf_counter()
+        recover_classes(vectors, encoder.class_embeddings, encoder.top_t)
+        recover_s = (time.perf_counter() - start) / len(vectors)
+    print(
+        f"move of {report.rows} photos from {report.source} to {report.target}: {report.seconds:.1f} s "
+        f"({report.rows / report.seconds:,.0f} rows/s), photos decoded = {sum(decoded.values())}"
+    )
+    print(
+        f"rows stored before schema 4 (no classes): recovered from their vectors at {1000 * recover_s:.0f} ms a row "
+        f"(measured on {len(vectors)}): {rows * recover_s / 60:.1f} min more for {rows:,} such rows"
+    )
+
+
+def counting(function, calls: Counter, name: str):
+    """`function`, counting its calls in `calls[name]`."""
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        return function(*args, **kwargs)
+
+    return counted
 
 
 if __name__ == "__main__":
