@@ -3,13 +3,11 @@ maps, duplicates, outliers and query arithmetic. (The Milvus server side is in t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from pymilvus import DataType, MilvusClient
 
 from t2i_helpers.config import Config
 from t2i_helpers.engine import SearchEngine
@@ -36,12 +34,13 @@ from t2i_helpers.explore.questions import (
 from t2i_helpers.measure.queries import ENSEMBLE_TEMPLATES, caption_queries, load_eval_data
 from t2i_helpers.measure.search_modes import compare_search_modes
 from t2i_helpers.pipelines.hybrid import hybrid_search, keyword_search
-from t2i_helpers.store.collection import META_PREFIX, SCHEMA_VERSION, add_class_fields, add_photo_fields
+from t2i_helpers.store.collection import SCHEMA_VERSION
 from t2i_helpers.store.connection import read_meta
 from t2i_helpers.store.image_store import ImageStore, StoreError
 from t2i_helpers.store.keywords import KEYWORD_FIELD, path_keywords
 
 from .test_reindex import _version_1_collection
+from .test_schema3 import keywordless_collection
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +93,7 @@ def test_a_version_1_collection_migrates_into_one_with_keywords(tmp_path, encode
 def test_hybrid_search_on_a_collection_without_keywords_says_how_to_get_them(tmp_path, encoder):
     """A schema-2 collection made before the keyword field (as t2i's main branch made them) is refused clearly."""
     uri = str(tmp_path / "plain.db")
-    client = MilvusClient(uri=uri)
-    meta = {"schema_version": SCHEMA_VERSION, "encoder": encoder.name, "dim": encoder.dim}  # no migration: no keywords
-    schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("size", "mtime_ns"):
-        schema.add_field(name, DataType.INT64)
-    add_photo_fields(schema)
-    add_class_fields(schema)
-    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
-    index = client.prepare_index_params()
-    index.add_index("embedding", index_type="FLAT", metric_type="COSINE")
-    client.create_collection("t2i_images", schema=schema, index_params=index, consistency_level="Strong")
-    client.close()
+    keywordless_collection(uri, SCHEMA_VERSION, encoder).close()  # this schema: no migration adds keywords
     engine = SearchEngine.open(Config(uri=uri, data_dir=tmp_path), encoder)
     try:
         engine.store.insert([{"id": 9, "path": "/a/b.png", "label": "", "caption": ""}], encoder.encode_texts(["x"]))

@@ -16,7 +16,7 @@ from t2i_helpers.config import Config
 from t2i_helpers.data.images import content_id
 from t2i_helpers.engine import SearchEngine
 from t2i_helpers.pipelines import operators
-from t2i_helpers.store.collection import META_PREFIX, PHOTO_FIELDS, SCHEMA_VERSION, add_photo_fields
+from t2i_helpers.store.collection import META_PREFIX, PHOTO_FIELDS, SCHEMA_VERSION, add_class_fields, add_photo_fields
 from t2i_helpers.store.filters import Filters
 from t2i_helpers.store.image_store import ImageStore, StoreError
 from t2i_helpers.store.keywords import add_keyword_fields, path_keywords
@@ -46,6 +46,26 @@ def version_2_collection(uri: str, rows: list[dict], dim: int, encoder_name: str
     client.create_collection("t2i_images", schema=schema, index_params=index, consistency_level="Strong")
     client.insert("t2i_images", [{**r, "keywords": path_keywords(r["path"])} for r in rows])
     client.flush("t2i_images")
+
+
+def keywordless_collection(uri: str, version: int, encoder) -> MilvusClient:
+    """A collection of schema `version` (3 or 4) as t2i wrote it, without the keyword field; its open client."""
+    client = MilvusClient(uri=uri)
+    meta = {"schema_version": version, "encoder": encoder.name, "dim": encoder.dim}
+    schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
+        schema.add_field(name, DataType.VARCHAR, max_length=length)
+    for name in ("size", "mtime_ns"):
+        schema.add_field(name, DataType.INT64)
+    add_photo_fields(schema)
+    if version >= 4:
+        add_class_fields(schema)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
+    index = client.prepare_index_params()
+    index.add_index("embedding", index_type="FLAT", metric_type="COSINE")
+    client.create_collection("t2i_images", schema=schema, index_params=index, consistency_level="Strong")
+    return client
 
 
 # In another process (milvus-lite serves a file to one process): the schema-2 collection is made, its migration
@@ -141,19 +161,7 @@ def test_a_schema_3_collection_migrates_to_4_with_no_classes_and_its_text_keyed_
     """Rows of schema 3 come over with their vectors, no classes (the move recovers them) and the text read in
     them keyed again: a sign stored with a key made before accents were folded is found by `--text bäckerei`."""
     uri = str(tmp_path / "v3.db")
-    client = MilvusClient(uri=uri)
-    meta = {"schema_version": 3, "encoder": encoder.name, "dim": encoder.dim}
-    schema = MilvusClient.create_schema(auto_id=False, description=META_PREFIX + json.dumps(meta))
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    for name, length in {"path": 4096, "label": 512, "caption": 2048}.items():
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("size", "mtime_ns"):
-        schema.add_field(name, DataType.INT64)
-    add_photo_fields(schema)
-    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=encoder.dim)
-    index = client.prepare_index_params()
-    index.add_index("embedding", index_type="FLAT", metric_type="IP")
-    client.create_collection("t2i_images", schema=schema, index_params=index, consistency_level="Strong")
+    client = keywordless_collection(uri, 3, encoder)
     vectors = encoder.encode_texts(["a bakery", "a dog"])
     signs = ["BÄCKEREI MÜLLER", ""]
     rows = [
