@@ -276,8 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _search(engine, args)
             from .models.multilingual import surely_not_english  # said to a query in another language only
 
-            if move_hint(engine.store.meta) and args.query and surely_not_english(args.query):
-                print(f"note: {move_hint(engine.store.meta)}", file=sys.stderr)
+            hint = move_hint(engine.store.meta)
+            if hint and args.query and surely_not_english(args.query):
+                print(f"note: {hint}", file=sys.stderr)
         elif args.command == "people":
             engine = SearchEngine.open_index(_config(args), encoder=args.encoder)
             _people(engine, args)

@@ -57,10 +57,10 @@ def moving_name(collection: str) -> str:
     return collection + "__moving"
 
 
-def recorded_meta(client: MilvusClient, name: str) -> dict:
-    """What collection `name` records about itself (`{}` if it was not made by t2i)."""
+def recorded_meta(client: MilvusClient, name: str) -> dict | None:
+    """What collection `name` records about itself in its description, or None if t2i did not make it."""
     description = client.describe_collection(name).get("description", "")
-    return json.loads(description[len(META_PREFIX) :]) if description.startswith(META_PREFIX) else {}
+    return json.loads(description[len(META_PREFIX) :]) if description.startswith(META_PREFIX) else None
 
 
 class StoreError(RuntimeError):
@@ -90,12 +90,11 @@ class CollectionLayout:
 
     def _check_meta(self, name: str, *versions: int) -> int:
         """Refuse a collection not made by t2i, of another schema version or of another encoder; its version."""
-        description = self.client.describe_collection(name).get("description", "")
-        if not description.startswith(META_PREFIX):
+        found = recorded_meta(self.client, name)
+        if found is None:
             raise StoreError(
                 f"collection {name!r} at {self.config.uri} was not made by t2i; choose another --collection name"
             )
-        found = json.loads(description[len(META_PREFIX) :])
         version = found.get("schema_version")
         if version not in versions:
             raise StoreError(

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ..config import Config
-from .collection import META_PREFIX, StoreError
+from .collection import StoreError, recorded_meta
 
 # pymilvus pings every 10 s, idle or not; milvus-lite's gRPC server allows a ping without data once in 5 minutes
 # and answers the third early one with GOAWAY "too_many_pings": reopening that file in the same process then
@@ -86,12 +85,12 @@ def read_meta(config: Config) -> dict | None:
     try:
         if not client.has_collection(config.collection):
             return None
-        description = client.describe_collection(config.collection).get("description", "")
+        found = recorded_meta(client, config.collection)
     finally:
         client.close()
-    if not description.startswith(META_PREFIX):
+    if found is None:
         raise StoreError(f"collection {config.collection!r} at {config.uri} was not made by t2i")
-    return json.loads(description[len(META_PREFIX) :])
+    return found
 
 
 def release_lite(uri: str) -> None:

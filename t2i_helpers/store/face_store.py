@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from .collection import META_PREFIX, StoreError
+from .collection import META_PREFIX, StoreError, recorded_meta
 
 FACE_SCHEMA_VERSION = 2  # 2 added `apart`; version 1 is migrated on first use
 FACE_DIM = 128
@@ -98,8 +98,7 @@ class FaceStore:
         return self._exists
 
     def _version(self, name: str) -> int | None:
-        description = self.client.describe_collection(name).get("description", "")
-        return json.loads(description[len(META_PREFIX) :]).get("faces") if description.startswith(META_PREFIX) else None
+        return (recorded_meta(self.client, name) or {}).get("faces")
 
     def _migrate(self) -> None:
         """Bring a version-1 collection to this schema (`apart` empty): its rows are copied into a backup collection,

@@ -116,10 +116,10 @@ class ImageStore(CollectionLayout):
         moving = moving_name(self.collection)
         if not self.client.has_collection(moving):
             return
-        encoder = recorded_meta(self.client, moving).get("encoder", "?")
+        encoder = (recorded_meta(self.client, moving) or {}).get("encoder", "?")
         if (
             not self.client.has_collection(self.collection)
-            or recorded_meta(self.client, self.collection).get("encoder") == encoder
+            or (recorded_meta(self.client, self.collection) or {}).get("encoder") == encoder
         ):
             raise StoreError(
                 f"the move of collection {self.collection!r} to encoder {encoder!r} was cut off: finish it with "
